@@ -1,0 +1,219 @@
+"""The on-disk side of the content cache: directories, crash recovery, diskcache.
+
+Layout under `cache_dir` (every directory 0700)::
+
+    cache/                  diskcache.Cache: index.db + <xx>/<yy>/<hex>.val files
+    partial/<session>/      one directory per running ContentManager, holding
+        .lock               an flock(2) held for the session's lifetime
+        <id>.<n>.part       downloads in progress
+
+A download is written to a `.part` file, verified, fsynced and then *moved*
+into diskcache by `_AdoptingDisk.store` (a rename, not a copy: no second copy
+of a large file, no doubled disk use, and readers holding the partial file's
+descriptor keep reading the same inode, which is now the cache file). The row
+that makes it visible is committed only after the rename, so after a crash an
+entry is complete or absent; stale session directories (lock not held) are
+removed when the next manager starts. The size is also stored as the entry's
+tag and checked against the file on every lookup, so a file truncated behind
+diskcache's back is dropped, never served.
+
+Everything here is synchronous and may block on the disk: the manager calls
+it through `trio.to_thread.run_sync`, never on the trio thread. diskcache's
+Cache is thread-safe (one SQLite connection per thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diskcache
+from diskcache.core import MODE_BINARY, UNKNOWN
+
+log = logging.getLogger(__name__)
+
+CACHE_SUBDIR = "cache"
+PARTIAL_SUBDIR = "partial"
+LOCK_NAME = ".lock"
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+
+@dataclass(frozen=True)
+class _Adopt:
+    """A diskcache value: a complete, fsynced file to move into the cache."""
+
+    path: str
+    size: int
+
+
+class _AdoptingDisk(diskcache.Disk):
+    """diskcache's Disk, plus storing an `_Adopt` value by renaming its file."""
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[Any, ...]:
+        if not isinstance(value, _Adopt):
+            return super().store(value, read, key=key)
+        filename, full_path = self.filename(key, value)
+        full_dir = os.path.dirname(full_path)
+        parent = os.path.dirname(full_dir)
+        for directory in (parent, full_dir):  # makedirs' mode only applies to the leaf
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(directory, 0o700)
+        os.rename(value.path, full_path)
+        _fsync_dir(full_dir)
+        return value.size, MODE_BINARY, filename, None
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    volume: int  # bytes, as diskcache counts them against size_limit
+    entries: int
+    keys: frozenset[str]
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+class Store:
+    """Owns cache_dir for one ContentManager. Construct it in a worker thread."""
+
+    def __init__(self, cache_dir: Path, size_limit: int) -> None:
+        _private_dir(cache_dir)
+        partial_root = _private_dir(cache_dir / PARTIAL_SUBDIR)
+        _remove_stale_sessions(partial_root)
+        self.session_dir = _private_dir(partial_root / uuid.uuid4().hex)
+        self._lock_fd = os.open(self.session_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.cache = diskcache.Cache(
+                str(_private_dir(cache_dir / CACHE_SUBDIR)),
+                size_limit=size_limit,
+                eviction_policy="least-recently-used",
+                disk=_AdoptingDisk,
+                cull_limit=0,  # see _evict_to_limit
+            )
+        except BaseException:
+            shutil.rmtree(self.session_dir, ignore_errors=True)
+            os.close(self._lock_fd)
+            raise
+        self.size_limit = size_limit
+        self._counter = itertools.count()
+
+    # -- partial files -------------------------------------------------------
+
+    def partial_path(self, recording_id: str) -> str:
+        """A fresh path: a failed download's cleanup never meets its successor."""
+        stem = recording_id if _SAFE_ID.fullmatch(recording_id) else uuid.uuid4().hex
+        return str(self.session_dir / f"{stem}.{next(self._counter)}.part")
+
+    @staticmethod
+    def create_partial(path: str) -> int:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+
+    @staticmethod
+    def discard_partial(path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    # -- the cache -----------------------------------------------------------
+
+    def commit(self, recording_id: str, fd: int, path: str, size: int) -> CacheStats:
+        """Make a verified download visible; culls to the size limit."""
+        st = os.fstat(fd)
+        if st.st_size != size:  # the caller verified; this guards the guard
+            raise ValueError(f"partial file has {st.st_size} bytes, expected {size}")
+        os.fsync(fd)  # data durable before the row that points at it
+        self.cache.set(recording_id, _Adopt(path, size), tag=size, retry=True)
+        self._evict_to_limit()
+        return self.stats()
+
+    def _evict_to_limit(self) -> None:
+        """Evict least-recently-used entries, one at a time, until under the limit.
+
+        diskcache culls in batches of `cull_limit` (10) rows: ten recordings
+        thrown out to make room for one. Its table and `access_time` column
+        (updated by every `get` under this eviction policy) are stable since
+        diskcache 4; this is the only place that reads them directly.
+        """
+        while self.cache.volume() > self.size_limit:
+            row = self.cache._sql(
+                "SELECT key FROM Cache ORDER BY access_time LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return
+            log.debug("evicting recording %s from the content cache", row[0])
+            self.cache.delete(row[0], retry=True)
+
+    def lookup(self, recording_id: str) -> tuple[int, int] | None:
+        """(fd, size) of a complete cached file, opened; None if absent.
+
+        The get also marks the entry as recently used for LRU eviction.
+        """
+        found = self.cache.get(recording_id, default=None, read=True, tag=True, retry=True)
+        if found is None or found[0] is None:
+            return None
+        handle, tag = found
+        if not hasattr(handle, "fileno"):  # a small value stored inline: not ours
+            self.cache.delete(recording_id, retry=True)
+            return None
+        with handle:
+            fd = os.dup(handle.fileno())
+        size = os.fstat(fd).st_size
+        if not isinstance(tag, int) or size != tag:
+            log.warning(
+                "cached recording %s has %d bytes, expected %s: dropped", recording_id, size, tag
+            )
+            os.close(fd)
+            self.cache.delete(recording_id, retry=True)
+            return None
+        return fd, size
+
+    def stats(self) -> CacheStats:
+        keys = frozenset(k for k in self.cache.iterkeys() if isinstance(k, str))
+        return CacheStats(volume=self.cache.volume(), entries=len(keys), keys=keys)
+
+    def close(self) -> None:
+        self.cache.close()
+        shutil.rmtree(self.session_dir, ignore_errors=True)
+        os.close(self._lock_fd)
+
+
+def _remove_stale_sessions(partial_root: Path) -> None:
+    """Remove partial files of managers that are gone (their flock is free)."""
+    for entry in partial_root.iterdir():
+        if not entry.is_dir():
+            entry.unlink(missing_ok=True)
+            continue
+        try:
+            fd = os.open(entry / LOCK_NAME, os.O_RDWR)
+        except FileNotFoundError:
+            fd = -1  # crashed before taking the lock, or a stray directory
+        try:
+            if fd >= 0:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live manager (another mount of the same account)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        log.info("removing stale partial downloads in %s", entry)
+        shutil.rmtree(entry, ignore_errors=True)
