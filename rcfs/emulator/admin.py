@@ -1,0 +1,223 @@
+"""The admin API under /__emulator/ on the platform port: loopback clients only.
+
+Owns the test and script hooks: counters (stats), adding calls, deleting
+recordings and records, faults and rate limits at run time, auth switches
+(invalidate the JWT, revoke or expire every token), the company-call-log
+permission, and an unauthenticated, unthrottled copy of any recording's
+content. JSON in, JSON out; a bad body is 400 with a one-line reason. Admin
+requests are not counted in the stats and never see faults.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from rcfs.emulator.config import normalise_faults, parse_duration, rate_limits_from_json
+from rcfs.emulator.errors import json_response
+from rcfs.emulator.media import content_response
+from rcfs.emulator.model import INBOUND, OUTBOUND
+from rcfs.emulator.records import parse_iso
+from rcfs.emulator.state import EmulatorState
+
+log = logging.getLogger(__name__)
+
+AdminHandler = Callable[[Request], Awaitable[Response]]
+
+
+class AdminError(Exception):
+    pass
+
+
+def _error(status: int, message: str) -> Response:
+    return json_response({"error": message}, status)
+
+
+def _loopback(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class Admin:
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    def routes(self) -> list[Route]:
+        def r(path: str, fn: AdminHandler, method: str) -> Route:
+            return Route("/__emulator" + path, self._wrap(fn), methods=[method])
+
+        return [
+            r("/info", self.info, "GET"),
+            r("/stats", self.stats, "GET"),
+            r("/stats/reset", self.stats_reset, "POST"),
+            r("/calls", self.add_calls, "POST"),
+            r("/calls/{callId}", self.delete_call, "DELETE"),
+            r("/recordings", self.list_recordings, "GET"),
+            r("/recordings/{recordingId}", self.delete_recording, "DELETE"),
+            r("/recordings/{recordingId}/content", self.content, "GET"),
+            r("/faults", self.get_faults, "GET"),
+            r("/faults", self.put_faults, "PUT"),
+            r("/rate-limits", self.get_rate_limits, "GET"),
+            r("/rate-limits", self.put_rate_limits, "PUT"),
+            r("/auth", self.put_auth, "PUT"),
+            r("/permissions", self.put_permissions, "PUT"),
+        ]
+
+    def _wrap(self, fn: AdminHandler) -> AdminHandler:
+        async def handler(request: Request) -> Response:
+            if not _loopback(request):
+                return _error(403, "the admin API answers loopback clients only")
+            try:
+                return await fn(request)
+            except AdminError as err:
+                return _error(400, str(err))
+
+        return handler
+
+    @staticmethod
+    async def _body(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if not raw.strip():
+            return {}
+        try:
+            body = json.loads(raw)
+        except ValueError as err:
+            raise AdminError(f"body is not JSON: {err}") from None
+        if not isinstance(body, dict):
+            raise AdminError("body must be a JSON object")
+        return body
+
+    async def info(self, request: Request) -> Response:
+        return json_response(self.state.info())
+
+    async def stats(self, request: Request) -> Response:
+        return json_response(self.state.stats.as_json())
+
+    async def stats_reset(self, request: Request) -> Response:
+        self.state.stats.reset()
+        return Response(status_code=204)
+
+    async def add_calls(self, request: Request) -> Response:
+        body = await self._body(request)
+        count = body.get("count", 1)
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 100_000:
+            raise AdminError("count must be an integer 1..100000")
+        start = None
+        if body.get("startTime") is not None:
+            try:
+                start = parse_iso(str(body["startTime"])) / 1000
+            except ValueError:
+                raise AdminError("startTime must be ISO 8601") from None
+        recorded = body.get("recorded", True)
+        if recorded is not None and not isinstance(recorded, bool):
+            raise AdminError("recorded must be true, false or null")
+        duration = body.get("duration")
+        if duration is not None:
+            if isinstance(duration, bool) or not isinstance(duration, int | float):
+                raise AdminError("duration must be a number of seconds")
+            if not 1 <= duration <= 4 * 3600:
+                raise AdminError("duration must be 1..14400 seconds")
+            duration = int(duration)
+        direction = body.get("direction")
+        if direction is not None and direction not in (INBOUND, OUTBOUND):
+            raise AdminError("direction must be Inbound or Outbound")
+        extension = None
+        if body.get("extensionId") is not None:
+            extension = self.state.account.extension(str(body["extensionId"]))
+            if extension is None:
+                raise AdminError("unknown extensionId")
+        now = time.time()
+        calls = self.state.account.add_calls(
+            count,
+            now,
+            start=start,
+            recorded=recorded,
+            duration=duration,
+            direction=direction,
+            extension=extension,
+            late=self.state.faults.late_recording,
+        )
+        records = [self.state.renderer.record(c, now) for c in calls]
+        return json_response({"records": records})
+
+    async def delete_call(self, request: Request) -> Response:
+        if not self.state.account.delete_call(request.path_params["callId"], time.time()):
+            return _error(404, "no such call record")
+        return Response(status_code=204)
+
+    async def list_recordings(self, request: Request) -> Response:
+        recs = self.state.account.visible_recordings(time.time())
+        return json_response(
+            {"recordings": [{"id": r.id, "duration": r.duration, "callId": r.call.id} for r in recs]}
+        )
+
+    async def delete_recording(self, request: Request) -> Response:
+        if not self.state.account.delete_recording(request.path_params["recordingId"], time.time()):
+            return _error(404, "no such recording")
+        return Response(status_code=204)
+
+    async def content(self, request: Request) -> Response:
+        return content_response(self.state, request, request.path_params["recordingId"], api=False)
+
+    async def get_faults(self, request: Request) -> Response:
+        return json_response(self.state.faults.describe())
+
+    async def put_faults(self, request: Request) -> Response:
+        try:
+            self.state.faults.update(normalise_faults(await self._body(request)))
+        except ValueError as err:
+            raise AdminError(str(err)) from None
+        log.info("faults now %s", self.state.faults.describe())
+        return Response(status_code=204)
+
+    async def get_rate_limits(self, request: Request) -> Response:
+        return json_response(self.state.limiter.describe())
+
+    async def put_rate_limits(self, request: Request) -> Response:
+        try:
+            limits = rate_limits_from_json(await self._body(request))
+        except ValueError as err:
+            raise AdminError(str(err)) from None
+        self.state.limiter.set_limits(limits)
+        log.info("rate limits now %s", self.state.limiter.describe())
+        return Response(status_code=204)
+
+    async def put_auth(self, request: Request) -> Response:
+        body = await self._body(request)
+        for key in body:
+            if key not in ("jwt_valid", "revoke_tokens", "expire_tokens", "access_ttl"):
+                raise AdminError(f"unknown auth setting {key!r}")
+        auth = self.state.auth
+        if "jwt_valid" in body:
+            auth.jwt_valid = bool(body["jwt_valid"])
+        if body.get("revoke_tokens"):
+            auth.revoke_all()
+        if body.get("expire_tokens"):
+            auth.expire_all(trio.current_time())
+        if "access_ttl" in body:
+            try:
+                auth.access_ttl = parse_duration(body["access_ttl"], "access_ttl") or 1.0
+            except ValueError as err:
+                raise AdminError(str(err)) from None
+        return Response(status_code=204)
+
+    async def put_permissions(self, request: Request) -> Response:
+        body = await self._body(request)
+        for key in body:
+            if key != "company_call_log":
+                raise AdminError(f"unknown permission {key!r}")
+        if "company_call_log" in body:
+            self.state.company_call_log = bool(body["company_call_log"])
+        return Response(status_code=204)
