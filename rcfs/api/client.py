@@ -1,0 +1,439 @@
+"""RingCentralClient: every request rcfs makes to RingCentral goes through here.
+
+Owns: the httpx.AsyncClient, which hosts may be contacted (the configured
+platform and media hosts only; the bearer token never goes anywhere else), the
+request pipeline (rate limiter → bearer token → send → one renewal and resend
+on 401 → domain error), the retry policy around idempotent requests, and the
+operations of docs/INTERFACES.md. Tokens travel only in the Authorization
+header, never in a URL, so httpx's own request logging cannot leak them.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import httpx
+import trio
+
+from rcfs.api.auth import Authenticator, TokenStore, default_token_path, fingerprint
+from rcfs.api.groups import Budget
+from rcfs.api.ratelimit import Priority, RateLimiter, Ticket
+from rcfs.api.responses import ContentResponse, error_for, parse_json_object
+from rcfs.api.retry import RetryPolicy, retrying
+from rcfs.config import Credentials
+from rcfs.errors import (
+    AuthError,
+    BadResponse,
+    ForeignHostRefused,
+    PermissionDenied,
+    TemporaryFailure,
+)
+
+log = logging.getLogger(__name__)
+
+API = "/restapi/v1.0"
+MAX_REDIRECTS = 5
+SYNC_RECORD_COUNT = 250
+# Never put these in a URL we send: the token belongs in the Authorization header.
+_SECRET_PARAMS = {"access_token", "refresh_token", "assertion", "client_secret"}
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    records: list[dict[str, Any]]
+    sync_token: str
+    sync_time: str | None
+    full: bool
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _iso(dt: datetime) -> str:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _strip_secret_params(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    query = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() not in _SECRET_PARAMS
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class RingCentralClient:
+    """Async RingCentral API client for one set of credentials (trio)."""
+
+    def __init__(
+        self,
+        creds: Credentials,
+        http: httpx.AsyncClient,
+        *,
+        token_path: Path,
+        retry_policy: RetryPolicy | None = None,
+        budgets: Mapping[str, Budget] | None = None,
+    ) -> None:
+        creds.check()
+        self._creds = creds
+        self._http = http
+        self._policy = retry_policy
+        self._limiter = RateLimiter(budgets)
+        self._auth = Authenticator(creds, TokenStore(token_path, fingerprint(creds)), self._grant)
+        pair = f"{creds.client_id}:{creds.client_secret}".encode()
+        self._basic = "Basic " + base64.b64encode(pair).decode()
+        self._allowed = {_origin(creds.server_url), _origin(creds.media_url)}
+        self.call_log_scope: Literal["company", "extension"] = "company"
+
+    def __repr__(self) -> str:
+        return f"<RingCentralClient {self._creds.server_url} scope={self.call_log_scope}>"
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        creds: Credentials,
+        token_path: Path | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry_policy: RetryPolicy | None = None,
+        budgets: Mapping[str, Budget] | None = None,
+        timeout: float = 60.0,
+    ) -> AsyncIterator[RingCentralClient]:
+        """`async with RingCentralClient.open(creds) as client:`; raises ConfigError for
+        unsafe credentials (emulator credentials for a real server, plain http)."""
+        creds.check()
+        if token_path is None:
+            token_path = default_token_path(creds)
+        async with httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
+            follow_redirects=False,  # redirects are followed by hand, to allowed hosts only
+            headers={"User-Agent": "rcfs/0.1"},
+            trust_env=not creds.is_loopback,
+        ) as http:
+            yield cls(creds, http, token_path=token_path, retry_policy=retry_policy, budgets=budgets)
+
+    # -- hosts -----------------------------------------------------------------------
+
+    def _checked_url(self, url: str, what: str) -> str:
+        if url.startswith("/"):
+            url = self._creds.server_url + url
+        if _origin(url) not in self._allowed:
+            host = urlsplit(url).hostname or "?"
+            raise ForeignHostRefused(
+                f"{what}: refusing to contact {host!r}, which is neither the platform "
+                f"({self._creds.server_url}) nor the media host ({self._creds.media_url})"
+            )
+        return _strip_secret_params(url)
+
+    def _platform_url(self, uri: str) -> str:
+        """A URI the platform returned (navigation): keep path and query, on our server."""
+        parts = urlsplit(uri)
+        return self._creds.server_url + urlunsplit(("", "", parts.path, parts.query, ""))
+
+    # -- the request pipeline -------------------------------------------------------
+
+    async def _exchange(
+        self,
+        op: str,
+        method: str,
+        url: str,
+        ticket: Ticket,
+        *,
+        stream: bool,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send one request under an admitted ticket; feed the limiter back."""
+        request = self._http.build_request(method, url, **kwargs)
+        try:
+            resp = await self._http.send(request, stream=stream)
+        except httpx.TransportError as exc:
+            ticket.group.errors += 1
+            raise TemporaryFailure(f"{op}: {type(exc).__name__}: {exc}") from None
+        self._limiter.observe(ticket, resp.status_code, resp.headers)
+        group = self._limiter.group_for(op)
+        if not stream:
+            group.bytes += len(resp.content)
+        if resp.status_code >= 400 and resp.status_code != 429:
+            group.errors += 1
+        log.debug("%s %s %s -> %d", op, method, request.url.path, resp.status_code)
+        return resp
+
+    async def _fail(self, op: str, resp: httpx.Response) -> None:
+        body = await resp.aread()
+        await resp.aclose()
+        group = self._limiter.group_for(op).name
+        raise error_for(op, resp.status_code, resp.headers, body, self._auth.redact, group)
+
+    async def _send(
+        self,
+        op: str,
+        method: str,
+        url: str,
+        *,
+        priority: Priority,
+        headers: dict[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        stream: bool = False,
+    ) -> httpx.Response:
+        """One attempt of a bearer-authenticated request: a 2xx response or a domain error."""
+        url = self._checked_url(url, op)
+        renewed = False
+        redirects = 0
+        token = await self._auth.token()
+        while True:
+            async with self._limiter.slot(op, priority) as ticket:
+                usable = self._auth.usable_token()
+                if usable is None:
+                    # The token expired while we queued: renew, holding our place.
+                    usable = await self._auth.token()
+                    if not ticket.restamp():
+                        ticket.unsend()
+                        continue
+                token = usable
+                hdrs = dict(headers or {})
+                hdrs["Authorization"] = f"Bearer {token}"
+                resp = await self._exchange(
+                    op, method, url, ticket, stream=stream, headers=hdrs, params=params
+                )
+            status = resp.status_code
+            if status == 401 and not renewed:
+                await resp.aclose()
+                renewed = True
+                token = await self._auth.after_401(token)
+                continue
+            if status in (301, 302, 303, 307, 308) and "location" in resp.headers:
+                await resp.aclose()
+                redirects += 1
+                if redirects > MAX_REDIRECTS:
+                    raise TemporaryFailure(f"{op}: too many redirects")
+                url = self._checked_url(str(resp.url.join(resp.headers["location"])), op)
+                params = None
+                continue
+            if 200 <= status < 300:
+                return resp
+            await self._fail(op, resp)
+
+    async def _get_json(
+        self,
+        op: str,
+        url: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        priority: Priority,
+    ) -> dict[str, Any]:
+        async def attempt() -> dict[str, Any]:
+            resp = await self._send(
+                op,
+                "GET",
+                url,
+                priority=priority,
+                params=params,
+                headers={"Accept": "application/json"},
+            )
+            return parse_json_object(op, resp.content)
+
+        return await retrying(attempt, what=op, policy=self._policy)
+
+    async def _basic_post(self, op: str, path: str, form: dict[str, str]) -> httpx.Response:
+        """POST with HTTP Basic client auth (the OAuth endpoints); any status returned."""
+        async with self._limiter.slot(op, Priority.INTERACTIVE) as ticket:
+            return await self._exchange(
+                op,
+                "POST",
+                self._creds.server_url + path,
+                ticket,
+                stream=False,
+                data=form,
+                headers={"Accept": "application/json", "Authorization": self._basic},
+            )
+
+    async def _grant(self, form: dict[str, str]) -> dict[str, Any]:
+        """getToken for the authenticator: refused grants become AuthError."""
+
+        async def attempt() -> dict[str, Any]:
+            resp = await self._basic_post("getToken", "/restapi/oauth/token", form)
+            if resp.status_code in (400, 401, 403):
+                err = error_for("getToken", resp.status_code, resp.headers, resp.content, self._auth.redact)
+                raise AuthError(str(err))
+            if resp.status_code >= 300:
+                await self._fail("getToken", resp)
+            return parse_json_object("getToken", resp.content)
+
+        return await retrying(attempt, what="getToken", policy=self._policy)
+
+    # -- operations ---------------------------------------------------------------
+
+    async def login(self) -> None:
+        """Make sure a valid access token is at hand (stored, refreshed or new)."""
+        await self._auth.token()
+
+    async def logout(self) -> None:
+        """Revoke the current token and forget it (memory and token store)."""
+        tok = await self._auth.forget()
+        if tok is not None:
+            resp = await self._basic_post("revokeToken", "/restapi/oauth/revoke", {"token": tok.access_token})
+            if resp.status_code >= 300:
+                log.info("revokeToken answered HTTP %d", resp.status_code)
+
+    async def account_info(self, *, priority: Priority = Priority.INTERACTIVE) -> dict[str, Any]:
+        return await self._get_json("readAccountInfo", f"{API}/account/~", priority=priority)
+
+    def _call_log_path(self, sync: bool = False) -> tuple[str, str]:
+        suffix = "call-log-sync" if sync else "call-log"
+        if self.call_log_scope == "company":
+            op = "syncAccountCallLog" if sync else "readCompanyCallLog"
+            return op, f"{API}/account/~/{suffix}"
+        op = "syncUserCallLog" if sync else "readUserCallLog"
+        return op, f"{API}/account/~/extension/~/{suffix}"
+
+    def _fall_back_to_extension(self, exc: PermissionDenied) -> None:
+        log.warning(
+            "the company call log is not permitted for these credentials (%s); "
+            "reading the user's own call log instead",
+            exc,
+        )
+        self.call_log_scope = "extension"
+
+    async def iter_call_log(
+        self, date_from: datetime, date_to: datetime, *, priority: Priority = Priority.BACKGROUND
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Pages of raw call-log records with recordings in [date_from, date_to)."""
+        params = {
+            "dateFrom": _iso(date_from),
+            "dateTo": _iso(date_to),
+            "view": "Detailed",
+            "withRecording": "true",
+            "perPage": "1000",
+        }
+        while True:
+            op, path = self._call_log_path()
+            try:
+                page = await self._get_json(op, path, params, priority=priority)
+                break
+            except PermissionDenied as exc:
+                if self.call_log_scope != "company":
+                    raise
+                self._fall_back_to_extension(exc)
+        seen: set[str] = set()
+        while True:
+            records = page.get("records")
+            if not isinstance(records, list):
+                raise _bad(op, "records")
+            yield [r for r in records if isinstance(r, dict)]
+            nav = page.get("navigation")
+            next_page = nav.get("nextPage") if isinstance(nav, dict) else None
+            uri = next_page.get("uri") if isinstance(next_page, dict) else None
+            if not isinstance(uri, str) or not uri or uri in seen:
+                return
+            seen.add(uri)
+            page = await self._get_json(op, self._platform_url(uri), priority=priority)
+
+    async def sync_call_log(
+        self,
+        sync_token: str | None,
+        *,
+        date_from: datetime | None = None,
+        priority: Priority = Priority.BACKGROUND,
+    ) -> SyncResult:
+        """FSync without a token, ISync with one; SyncTokenInvalid means: FSync again."""
+        params = {"view": "Detailed"}
+        if sync_token is None:
+            params |= {"syncType": "FSync", "recordCount": str(SYNC_RECORD_COUNT)}
+            if date_from is not None:
+                # The server accepts at most the last 30 days.
+                floor = datetime.now(UTC) - timedelta(days=30) + timedelta(minutes=5)
+                params["dateFrom"] = _iso(max(date_from.astimezone(UTC), floor))
+        else:
+            params |= {"syncType": "ISync", "syncToken": sync_token, "showDeleted": "true"}
+        while True:
+            op, path = self._call_log_path(sync=True)
+            try:
+                data = await self._get_json(op, path, params, priority=priority)
+                break
+            except PermissionDenied as exc:
+                if self.call_log_scope != "company":
+                    raise
+                self._fall_back_to_extension(exc)
+        records = data.get("records")
+        info = data.get("syncInfo")
+        if not isinstance(records, list) or not isinstance(info, dict):
+            raise _bad(op, "records/syncInfo")
+        token = info.get("syncToken")
+        if not isinstance(token, str) or not token:
+            raise _bad(op, "syncInfo.syncToken")
+        sync_time = info.get("syncTime")
+        return SyncResult(
+            records=[r for r in records if isinstance(r, dict)],
+            sync_token=token,
+            sync_time=sync_time if isinstance(sync_time, str) else None,
+            full=info.get("syncType", params["syncType"]) == "FSync",
+        )
+
+    async def recording_info(
+        self, recording_id: str | int, *, priority: Priority = Priority.INTERACTIVE
+    ) -> dict[str, Any]:
+        rid = quote(str(recording_id), safe="")
+        return await self._get_json(
+            "readCallRecording", f"{API}/account/~/recording/{rid}", priority=priority
+        )
+
+    @asynccontextmanager
+    async def stream_content(
+        self, content_uri: str, *, start: int = 0, priority: Priority = Priority.INTERACTIVE
+    ) -> AsyncIterator[ContentResponse]:
+        """A recording's bytes from `start`: headers on entry, then `iter_chunks()`.
+
+        Retries cover getting the headers; a body that breaks later raises
+        TemporaryFailure and the caller resumes with a new `start`.
+        """
+        op = "readCallRecordingContent"
+        url = self._checked_url(content_uri, op)
+        # No Accept: application/json here (it breaks binary downloads), and no
+        # content-encoding, so byte offsets mean file offsets.
+        headers = {"Accept": "*/*", "Accept-Encoding": "identity", "Range": f"bytes={start}-"}
+
+        async def attempt() -> httpx.Response:
+            return await self._send(op, "GET", url, priority=priority, headers=headers, stream=True)
+
+        resp = await retrying(attempt, what=op, policy=self._policy)
+        try:
+            group = self._limiter.group_for(op)
+
+            def on_bytes(n: int) -> None:
+                group.bytes += n
+
+            yield ContentResponse(resp, requested_start=start, on_bytes=on_bytes)
+        finally:
+            with trio.CancelScope(shield=True):
+                await resp.aclose()
+
+    # -- status -------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "rate_limits": self._limiter.snapshot(),
+            "requests": self._limiter.counters(),
+            "call_log_scope": self.call_log_scope,
+            "auth": {"logins": self._auth.logins, "refreshes": self._auth.refreshes},
+        }
+
+
+def _bad(op: str, what: str) -> BadResponse:
+    return BadResponse(f"{op}: response without a usable {what}")

@@ -1,0 +1,164 @@
+"""Turning HTTP responses into domain results and domain errors, once.
+
+Owns: the status → exception mapping (STYLE.md "Errors and retries"),
+parsing RingCentral's error bodies, Retry-After, Content-Range, and the
+streamed content response handed to the content layer. Messages are passed
+through a redactor so no token or secret can reach an exception or a log.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+
+from rcfs.api.groups import DEFAULT_RETRY_AFTER
+from rcfs.errors import (
+    ApiError,
+    AuthError,
+    BadResponse,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    RcfsError,
+    SyncTokenInvalid,
+    TemporaryFailure,
+)
+
+log = logging.getLogger(__name__)
+
+Redactor = Callable[[str], str]
+_SYNC_TOKEN_CODES = re.compile(r"^CLG-10[1-5]$")
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
+
+
+def error_details(body: bytes) -> tuple[str, str]:
+    """(errorCode, message) from a RingCentral or OAuth error body, '' if absent."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return "", ""
+    if not isinstance(data, dict):
+        return "", ""
+    code = str(data.get("errorCode") or data.get("error") or "")
+    message = str(data.get("message") or data.get("error_description") or "")
+    errors = data.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        inner = str(errors[0].get("errorCode") or "")
+        if inner and inner != code:
+            code = f"{code}/{inner}" if code else inner
+        message = message or str(errors[0].get("message") or "")
+    return code, message[:300]
+
+
+def retry_after(headers: httpx.Headers) -> float:
+    raw = headers.get("retry-after")
+    if raw is None:
+        return DEFAULT_RETRY_AFTER
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return DEFAULT_RETRY_AFTER
+
+
+def error_for(
+    op: str, status: int, headers: httpx.Headers, body: bytes, redact: Redactor, group: str = ""
+) -> RcfsError:
+    """The domain exception for a non-2xx response of operation `op`."""
+    code, message = error_details(body)
+    detail = f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+    text = redact(f"{op}: {detail}")
+    if status == 401:
+        return AuthError(text)
+    if status == 403:
+        return PermissionDenied(text)
+    if status == 404:
+        return NotFound(text)
+    if status == 429:
+        return RateLimited(text, retry_after(headers), group)
+    if status >= 500:
+        return TemporaryFailure(text)
+    last_code = code.rsplit("/", 1)[-1]
+    if status == 400 and _SYNC_TOKEN_CODES.match(last_code):
+        return SyncTokenInvalid(text, status, last_code)
+    return ApiError(text, status, last_code)
+
+
+def parse_json_object(op: str, body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise BadResponse(f"{op}: response is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadResponse(f"{op}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+class ContentResponse:
+    """A streamed recording download: headers known, body not yet read.
+
+    `start` is the offset of the first body byte (0 for a 200, even when a
+    range was asked for); `total_size` is the recording's size if the server
+    said it (Content-Range total, or Content-Length of a 200); `length` the
+    body's length if known.
+    """
+
+    def __init__(
+        self, resp: httpx.Response, *, requested_start: int, on_bytes: Callable[[int], None]
+    ) -> None:
+        self._resp = resp
+        self._on_bytes = on_bytes
+        self.status = resp.status_code
+        self.content_type = resp.headers.get("content-type", "application/octet-stream").split(";")[0].strip()
+        clen = resp.headers.get("content-length")
+        self.length: int | None = int(clen) if clen and clen.strip().isdigit() else None
+        self.start = 0
+        self.total_size: int | None = None
+        if self.status == 206:
+            m = _CONTENT_RANGE.match(resp.headers.get("content-range", ""))
+            if m is None:
+                raise BadResponse("readCallRecordingContent: 206 without a usable Content-Range")
+            first, last = int(m.group(1)), int(m.group(2))
+            self.start = first
+            self.total_size = None if m.group(3) == "*" else int(m.group(3))
+            if self.length is None:
+                self.length = last - first + 1
+            if first != requested_start:
+                log.debug("range asked from %d, server sent from %d", requested_start, first)
+        else:
+            self.total_size = self.length
+
+    def __repr__(self) -> str:
+        return (
+            f"<ContentResponse {self.status} {self.content_type} start={self.start} "
+            f"length={self.length} total={self.total_size}>"
+        )
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        """The body in chunks; a broken or short body raises TemporaryFailure."""
+        received = 0
+        try:
+            async for chunk in self._resp.aiter_bytes():
+                if chunk:
+                    received += len(chunk)
+                    self._on_bytes(len(chunk))
+                    yield chunk
+        except httpx.TransportError as exc:
+            raise TemporaryFailure(
+                f"readCallRecordingContent: body interrupted after {received} bytes ({type(exc).__name__})"
+            ) from None
+        if self.length is not None and received != self.length:
+            raise TemporaryFailure(
+                f"readCallRecordingContent: body ended after {received} of {self.length} bytes"
+            )

@@ -1,0 +1,171 @@
+"""Credentials and per-user directories.
+
+Owns: reading RingCentral credentials from the environment or
+`$XDG_CONFIG_HOME/rcfs/config.toml`, deriving the media host, fencing the
+emulator's fake credentials away from real servers, and the private
+state/cache/config directories. It performs no network I/O and never logs or
+formats a secret.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from rcfs.errors import ConfigError
+
+DEFAULT_SERVER_URL = "https://platform.ringcentral.com"
+EMULATOR_JWT_PREFIX = "rcfs-emulator-"
+
+# First name wins: RingCentral's current samples, the SDKs' names, older samples.
+_ENV_NAMES: dict[str, tuple[str, ...]] = {
+    "server_url": ("RC_SERVER_URL", "RINGCENTRAL_SERVER_URL"),
+    "client_id": ("RC_APP_CLIENT_ID", "RINGCENTRAL_CLIENT_ID", "RC_CLIENT_ID"),
+    "client_secret": ("RC_APP_CLIENT_SECRET", "RINGCENTRAL_CLIENT_SECRET", "RC_CLIENT_SECRET"),
+    "jwt": ("RC_USER_JWT", "RINGCENTRAL_JWT_TOKEN", "RINGCENTRAL_JWT", "RC_JWT"),
+    "media_url": ("RC_MEDIA_URL", "RINGCENTRAL_MEDIA_URL"),
+}
+_REQUIRED = ("client_id", "client_secret", "jwt")
+
+
+def is_loopback_url(url: str) -> bool:
+    """True if `url` names this machine (localhost or a loopback address)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_media_url(server_url: str) -> str:
+    """`platform.` → `media.` in the host; otherwise the server itself."""
+    parts = urlsplit(server_url)
+    host = parts.hostname or ""
+    if host.startswith("platform."):
+        netloc = parts.netloc.replace(host, "media." + host[len("platform.") :], 1)
+        return parts._replace(netloc=netloc).geturl().rstrip("/")
+    return server_url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the API client needs to log in. The repr hides the secrets."""
+
+    server_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    jwt: str = field(repr=False)
+    media_url: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "server_url", self.server_url.rstrip("/"))
+        media = self.media_url.rstrip("/") or default_media_url(self.server_url)
+        object.__setattr__(self, "media_url", media)
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback_url(self.server_url)
+
+    @property
+    def looks_like_emulator(self) -> bool:
+        return self.jwt.startswith(EMULATOR_JWT_PREFIX)
+
+    def check(self) -> None:
+        """Raise ConfigError for unusable or unsafe combinations (never shows a secret)."""
+        for name in ("server_url", "media_url"):
+            url = getattr(self, name)
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+            if parts.scheme == "http" and not is_loopback_url(url):
+                raise ConfigError(f"{name} {url!r}: plain http is only allowed for loopback hosts")
+        if self.looks_like_emulator and not (self.is_loopback and is_loopback_url(self.media_url)):
+            raise ConfigError(
+                "refusing emulator credentials (JWT starts with "
+                f"{EMULATOR_JWT_PREFIX!r}) for the non-loopback server {self.server_url!r}"
+            )
+
+
+def config_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "rcfs"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """mkdir -p, then chmod 0700: the directory holds tokens or cached calls."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return ensure_private_dir(Path(base) / "rcfs")
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return ensure_private_dir(Path(base) / "rcfs")
+
+
+def _read_config_file(path: Path) -> dict[str, str]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    # Keys as in the environment (RC_SERVER_URL = "..."), case-insensitive;
+    # an [rcfs] or [ringcentral] table is accepted as well as top level.
+    flat: dict[str, str] = {}
+    tables = [data] + [v for k, v in data.items() if k in ("rcfs", "ringcentral")]
+    for table in tables:
+        if isinstance(table, dict):
+            for key, value in table.items():
+                if isinstance(value, str):
+                    flat[key.upper()] = value
+    return flat
+
+
+def load_credentials(env: Mapping[str, str] | None = None, config_file: Path | None = None) -> Credentials:
+    """Credentials from `env` (default os.environ), falling back to config.toml.
+
+    The environment wins over the file, key by key. Raises ConfigError naming
+    the missing keys (never their values).
+    """
+    env = os.environ if env is None else env
+    if config_file is None:
+        config_file = config_dir(env) / "config.toml"
+    file_values = _read_config_file(config_file)
+    values: dict[str, str] = {}
+    for key, names in _ENV_NAMES.items():
+        for source in (env, file_values):
+            found = next((source[n].strip() for n in names if source.get(n, "").strip()), "")
+            if found:
+                values[key] = found
+                break
+    missing = [_ENV_NAMES[k][0] for k in _REQUIRED if k not in values]
+    if missing:
+        raise ConfigError(
+            "missing RingCentral credentials: "
+            + ", ".join(missing)
+            + f" (set them in the environment or in {config_file})"
+        )
+    creds = Credentials(
+        server_url=values.get("server_url", DEFAULT_SERVER_URL),
+        client_id=values["client_id"],
+        client_secret=values["client_secret"],
+        jwt=values["jwt"],
+        media_url=values.get("media_url", ""),
+    )
+    creds.check()
+    return creds
