@@ -46,9 +46,12 @@ META_LAST_SYNC = "last_sync"
 
 
 class SyncResultLike(Protocol):
-    records: list[dict[str, Any]]
-    sync_token: str
-    full: bool
+    @property
+    def records(self) -> list[dict[str, Any]]: ...
+    @property
+    def sync_token(self) -> str: ...
+    @property
+    def full(self) -> bool: ...
 
 
 class CallLogClient(Protocol):

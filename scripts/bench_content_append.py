@@ -1,6 +1,6 @@
 """Measurements behind two decisions in rcfs.content (run by hand, not by pytest).
 
-    .venv/bin/python tests/content/bench_append.py
+    .venv/bin/python scripts/bench_content_append.py
 
 1. Appending a downloaded chunk to the partial file: inline os.pwrite on the
    trio thread vs trio.to_thread.run_sync(os.pwrite).
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).parent))
-from content_fakes import FakeSource, Plan, payload, running
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.content.content_fakes import FakeSource, Plan, payload, running
 
 N = 2000
 

@@ -8,10 +8,9 @@ import pytest
 import yaml
 
 from rcfs.api.groups import DEFAULT_BUDGETS, OPERATION_GROUPS, display_name, group_key
+from rcfs.emulator.testing import openapi_path
 
-OPENAPI = Path("/work/shared/ringcentral/rc-public-openapi.yml")
-if not OPENAPI.exists():
-    OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "rc-public-openapi.yml"
+OPENAPI = openapi_path() or Path("../shared/ringcentral/rc-public-openapi.yml")
 
 
 @pytest.fixture(scope="module")

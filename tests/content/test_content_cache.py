@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import trio
-from content_fakes import FakeSource, Plan, payload, read_all, running
 
 from rcfs.api import Priority
 from rcfs.content import ContentRef, download
 from rcfs.content.store import LOCK_NAME, PARTIAL_SUBDIR
 from rcfs.errors import CacheFull, TemporaryFailure
+
+from .content_fakes import FakeSource, Plan, payload, read_all, running
 
 URI = "https://media.example/restapi/v1.0/account/~/recording/{}/content"
 

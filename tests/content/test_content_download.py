@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 import trio
-from content_fakes import FakeSource, Plan, payload, read_all, running
 
 from rcfs.api import Priority
 from rcfs.api.retry import RetryPolicy
 from rcfs.content import ContentRef
 from rcfs.errors import AuthError, BadResponse, NotFound, TemporaryFailure
+
+from .content_fakes import FakeSource, Plan, payload, read_all, running
 
 URI = "https://media.example/restapi/v1.0/account/~/recording/{}/content"
 SIZE = 20_000

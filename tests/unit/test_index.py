@@ -6,11 +6,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from rcfs_records import make_record, recording_block
 
 from rcfs.errors import RcfsError
 from rcfs.index import SCHEMA_VERSION, Index
 from rcfs.naming import file_name
+
+from .rcfs_records import make_record, recording_block
 
 UTC_ZONE = ZoneInfo("UTC")
 T0 = 1795426215123  # 2026-11-23T09:30:15.123Z

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import trio
-from rcfs_records import make_record
 
 from rcfs.errors import ApiError, TemporaryFailure
 from rcfs.index import Index
@@ -23,6 +22,8 @@ from rcfs.indexer import (
     refresh,
 )
 from rcfs.models import parse_time
+
+from .rcfs_records import make_record
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

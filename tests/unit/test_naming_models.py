@@ -6,11 +6,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from rcfs_records import make_record, recording_block
 
 from rcfs.errors import BadResponse
 from rcfs.models import Party, Recording, recordings_from_record
 from rcfs.naming import MAX_NAME_BYTES, day_of, file_name, party_label, reduce_phone
+
+from .rcfs_records import make_record, recording_block
 
 UTC_ZONE = ZoneInfo("UTC")
 

@@ -9,7 +9,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from rcfs_records import make_record, recording_block
 
 from rcfs.errors import NotFound
 from rcfs.index import Index
@@ -23,6 +22,8 @@ from rcfs.vfs import (
     calls_json_ino,
     dir_ino,
 )
+
+from .rcfs_records import make_record, recording_block
 
 NY = ZoneInfo("America/New_York")
 STATUS = b'{"ok": true}\n'

@@ -1,0 +1,321 @@
+"""The FUSE protocol adapter: pyfuse3 requests in, `Vfs` and `ContentManager` calls out.
+
+This module only translates (borg's fuse.py). Each handler resolves the inode,
+asks the model, and builds `EntryAttributes`. It is the one place that raises
+`pyfuse3.FUSEError`, and the one errno mapping lives here: domain errors from
+below become errnos, and an unexpected exception is logged with its traceback
+and becomes EIO, so nothing escapes a handler.
+
+Handles: open files and directories get a small integer handle that indexes
+`_files` / `_dirs`. A directory handle holds a snapshot of the listing taken in
+`opendir`, so a refresh cannot shift a `readdir` in progress; offsets are
+positions in that snapshot.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+
+from rcfs.content import ContentManager, ContentRef
+from rcfs.errors import (
+    AuthError,
+    BadResponse,
+    CacheFull,
+    NotFound,
+    PermissionDenied,
+    RcfsError,
+    TemporaryFailure,
+)
+from rcfs.status import ErrorLog
+from rcfs.vfs import Node, Vfs
+
+log = logging.getLogger(__name__)
+
+# Domain error → errno. Order matters: the first matching class wins.
+ERRNO_MAP: tuple[tuple[type[BaseException], int], ...] = (
+    (NotFound, errno.ENOENT),
+    (AuthError, errno.EACCES),
+    (PermissionDenied, errno.EACCES),
+    (CacheFull, errno.ENOSPC),
+    (TemporaryFailure, errno.EIO),
+    (BadResponse, errno.EIO),
+    (RcfsError, errno.EIO),
+)
+
+# Attribute and entry timeouts are not zero: with zero, `ls -l` of 2,000
+# entries was 30x slower (STYLE.md). Files whose size is still an estimate get
+# a short attribute timeout, and `open` invalidates their attributes anyway.
+ENTRY_TIMEOUT = 60.0
+ATTR_TIMEOUT = 60.0
+ATTR_TIMEOUT_INEXACT = 1.0
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def errno_for(exc: BaseException) -> int:
+    for cls, code in ERRNO_MAP:
+        if isinstance(exc, cls):
+            return code
+    return errno.EIO
+
+
+def _handler(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Run a handler and map whatever it raises onto one FUSEError."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except NotFound as exc:
+            # Lookups of absent names are routine (shells probe for files).
+            log.debug("%s: %s", fn.__name__, exc)
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        except RcfsError as exc:
+            ops = args[0]
+            assert isinstance(ops, Operations)
+            ops.errors.record(f"{fn.__name__}: {exc}")
+            raise pyfuse3.FUSEError(errno_for(exc)) from None
+        except (trio.Cancelled, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            ops = args[0]
+            if isinstance(ops, Operations):
+                ops.errors.record(f"{fn.__name__}: internal error: {exc!r}")
+            log.exception("unexpected error in %s", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+@dataclass
+class _OpenFile:
+    ino: int
+    recording_id: str | None = None  # None: a small generated file held in `data`
+    data: bytes = b""
+
+
+class Operations(pyfuse3.Operations):
+    """pyfuse3 handlers over a `Vfs` (the tree) and a `ContentManager` (the bytes)."""
+
+    enable_writeback_cache = False
+    supports_dot_lookup = True
+
+    def __init__(self, vfs: Vfs, content: ContentManager, errors: ErrorLog) -> None:
+        super().__init__()
+        self.vfs = vfs
+        self.content = content
+        self.errors = errors
+        self._handles = itertools.count(1)
+        self._dirs: dict[int, list[tuple[bytes, Node]]] = {}
+        self._files: dict[int, _OpenFile] = {}
+        self._lookups: dict[int, int] = {}
+
+    # -- attributes -------------------------------------------------------
+
+    def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = pyfuse3.InodeT(node.ino)
+        a.generation = 0
+        a.entry_timeout = ENTRY_TIMEOUT
+        a.attr_timeout = ATTR_TIMEOUT if node.size_exact else ATTR_TIMEOUT_INEXACT
+        a.st_mode = pyfuse3.ModeT(node.mode)
+        a.st_nlink = node.nlink
+        a.st_uid = node.uid
+        a.st_gid = node.gid
+        a.st_rdev = 0
+        a.st_size = node.size
+        a.st_blksize = 128 * 1024
+        a.st_blocks = (node.size + 511) // 512
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = node.mtime_ns
+        return a
+
+    def _remember(self, ino: int) -> None:
+        self._lookups[ino] = self._lookups.get(ino, 0) + 1
+
+    @_handler
+    async def lookup(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        node = self.vfs.lookup(parent_inode, os.fsdecode(name))
+        self._remember(node.ino)
+        return self._attrs(node)
+
+    async def forget(self, inode_list: Any) -> None:
+        for ino, nlookup in inode_list:
+            left = self._lookups.get(ino, 0) - nlookup
+            if left > 0:
+                self._lookups[ino] = left
+            else:
+                self._lookups.pop(ino, None)
+
+    @_handler
+    async def getattr(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._attrs(self.vfs.getattr(inode))
+
+    # -- directories ------------------------------------------------------
+
+    @_handler
+    async def opendir(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.FileHandleT:
+        entries = [(os.fsencode(name), node) for name, node in self.vfs.readdir(inode)]
+        fh = next(self._handles)
+        self._dirs[fh] = entries
+        return pyfuse3.FileHandleT(fh)
+
+    @_handler
+    async def readdir(self, fh: pyfuse3.FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        entries = self._dirs[fh]
+        for pos in range(start_id, len(entries)):
+            name, node = entries[pos]
+            if not pyfuse3.readdir_reply(token, pyfuse3.FileNameT(name), self._attrs(node), pos + 1):
+                return
+            self._remember(node.ino)
+
+    async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
+        self._dirs.pop(fh, None)
+
+    # -- files ------------------------------------------------------------
+
+    @_handler
+    async def open(
+        self, inode: pyfuse3.InodeT, flags: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.FileInfo:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT):
+            raise pyfuse3.FUSEError(errno.EROFS)
+        node = self.vfs.getattr(inode)
+        if node.is_dir:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        fh = next(self._handles)
+        if node.recording_id is None:
+            # calls.json / status.json: snapshot now, so size and bytes agree.
+            self._files[fh] = _OpenFile(inode, data=self.vfs.read_small(inode))
+            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+        rec = self.vfs.recording(inode)
+        info = await self.content.open(
+            ContentRef(rec.recording_id, rec.content_uri, rec.size if rec.size_exact else None)
+        )
+        if not rec.size_exact:
+            # The size was an estimate: drop the kernel's cached attributes so
+            # fstat() on the new descriptor, and the read path's EOF, see the
+            # exact size (attr_only: nothing of this file is in the page cache).
+            pyfuse3.invalidate_inode(inode, attr_only=True)
+        self._files[fh] = _OpenFile(inode, recording_id=rec.recording_id)
+        # Complete and exact: let the page cache serve re-reads (keep_cache).
+        return pyfuse3.FileInfo(fh=fh, keep_cache=bool(info.complete))
+
+    @_handler
+    async def read(self, fh: pyfuse3.FileHandleT, off: int, size: int) -> bytes:
+        f = self._files[fh]
+        if f.recording_id is None:
+            return f.data[off : off + size]
+        return await self.content.read(f.recording_id, off, size)
+
+    async def release(self, fh: pyfuse3.FileHandleT) -> None:
+        f = self._files.pop(fh, None)
+        if f is not None and f.recording_id is not None:
+            self.content.release(f.recording_id)
+
+    # -- extended attributes ---------------------------------------------
+
+    @_handler
+    async def getxattr(
+        self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, ctx: pyfuse3.RequestContext
+    ) -> bytes:
+        value = self.vfs.xattrs(inode).get(os.fsdecode(name))
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value
+
+    @_handler
+    async def listxattr(
+        self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext
+    ) -> list[pyfuse3.XAttrNameT]:
+        return [pyfuse3.XAttrNameT(os.fsencode(k)) for k in self.vfs.xattrs(inode)]
+
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_namemax = 255
+        return s
+
+    # -- everything that would write --------------------------------------
+    # The mount is `ro`, so the kernel refuses most of these itself; answer
+    # EROFS anyway for anything that gets through.
+
+    async def setattr(
+        self, inode: pyfuse3.InodeT, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+        fh: pyfuse3.FileHandleT | None, ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def setxattr(
+        self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def removexattr(
+        self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, ctx: pyfuse3.RequestContext
+    ) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def mknod(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: pyfuse3.ModeT, rdev: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def mkdir(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: pyfuse3.ModeT,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def unlink(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
+    ) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def rmdir(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
+    ) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def symlink(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, target: pyfuse3.FileNameT,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def rename(
+        self, parent_inode_old: pyfuse3.InodeT, name_old: pyfuse3.FileNameT,
+        parent_inode_new: pyfuse3.InodeT, name_new: pyfuse3.FileNameT, flags: pyfuse3.FlagT,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def link(
+        self, inode: pyfuse3.InodeT, new_parent_inode: pyfuse3.InodeT, new_name: pyfuse3.FileNameT,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def create(
+        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: pyfuse3.ModeT,
+        flags: pyfuse3.FlagT, ctx: pyfuse3.RequestContext,
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
+        raise pyfuse3.FUSEError(errno.EROFS)

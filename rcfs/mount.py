@@ -1,0 +1,274 @@
+"""The mount's lifecycle: log in, index, serve, poll, unmount.
+
+`mount.py` owns the long-lived nursery (STYLE.md): the content manager's
+downloads, the poller and the signal watcher all run in it, and it is
+cancelled when the FUSE main loop ends. The lifecycle is
+`pyfuse3.init → pyfuse3.main → pyfuse3.close`; `close(unmount=False)` on the
+error path, followed by a lazy unmount so no dead mount is left behind.
+
+The daemon reports readiness through `Notifier`: the foreground CLI prints it,
+the daemonizing parent reads it from a pipe (see `cli.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pyfuse3
+import trio
+
+from rcfs.api import RingCentralClient
+from rcfs.config import Credentials, cache_root, ensure_private_dir, state_dir
+from rcfs.content import ContentManager
+from rcfs.errors import ConfigError, RcfsError
+from rcfs.fuse_ops import Operations
+from rcfs.index import Index
+from rcfs.indexer import index_window, refresh
+from rcfs.status import ErrorLog, build_status
+from rcfs.vfs import Vfs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MountOptions:
+    mountpoint: Path
+    tz: ZoneInfo
+    since: datetime
+    cache_dir: Path | None = None
+    cache_size: int = 10 * 1024**3
+    poll_interval: float = 300.0
+    allow_other: bool = False
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+    umask: int = 0o022
+    keep_deleted: bool = True
+    state_dir: Path | None = None
+
+
+class Notifier:
+    """Where progress and readiness go: stderr in the foreground, a pipe when daemonized."""
+
+    def __init__(self, fd: int | None = None, *, verbose: bool = True) -> None:
+        self._fd = fd
+        self._verbose = verbose
+
+    def _send(self, line: str) -> None:
+        if self._fd is not None:
+            try:
+                os.write(self._fd, (line + "\n").encode())
+            except OSError:
+                self._fd = None  # the parent went away; keep serving
+        elif self._verbose:
+            print(line.split(" ", 1)[1] if " " in line else line, file=sys.stderr, flush=True)
+
+    def progress(self, text: str) -> None:
+        self._send("progress " + text)
+
+    def ready(self, text: str) -> None:
+        self._send("ready " + text)
+        self._close()
+
+    def failed(self, reason: str) -> None:
+        self._send("error " + reason)
+        self._close()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def check_mountpoint(path: Path) -> None:
+    """Refuse what cannot be mounted on, with a one-line reason."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"mountpoint {path} does not exist") from None
+    except OSError as exc:
+        if exc.errno == 107:  # ENOTCONN
+            raise ConfigError(
+                f"mountpoint {path} is a dead mount; clear it with: rcfs umount {path}"
+            ) from None
+        raise ConfigError(f"mountpoint {path}: {exc.strerror}") from None
+    import stat as _stat
+
+    if not _stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"mountpoint {path} is not a directory")
+    if os.path.ismount(path):
+        raise ConfigError(f"mountpoint {path} is busy: something is already mounted there")
+    if any(path.iterdir()):
+        raise ConfigError(f"mountpoint {path} is not empty")
+    if not os.path.exists("/dev/fuse"):
+        raise ConfigError("FUSE is unavailable: /dev/fuse is missing (load the fuse module)")
+
+
+def _account_dir_name(account_id: str) -> str:
+    return "".join(c for c in account_id if c.isalnum() or c in "-.") or "account"
+
+
+async def serve(opts: MountOptions, creds: Credentials, notifier: Notifier) -> None:
+    """Log in, index, mount and serve until unmounted or signalled."""
+    errors = ErrorLog()
+    started = datetime.now(UTC)
+    root_state = ensure_private_dir(opts.state_dir or state_dir())
+    async with RingCentralClient.open(creds, token_path=root_state / "token.json") as client:
+        await client.login()
+        account = str((await client.account_info()).get("id", "account"))
+        acct_state = ensure_private_dir(root_state / "accounts" / _account_dir_name(account))
+        index = Index(acct_state / "index.sqlite")
+        try:
+            now = datetime.now(UTC)
+            notifier.progress(f"indexing call log since {opts.since.date().isoformat()}")
+            count = await index_window(
+                client,
+                index,
+                opts.since,
+                now,
+                progress=lambda n: notifier.progress(f"indexed {n} call records"),
+            )
+            log.info("indexed %d call records", count)
+            cache_dir = ensure_private_dir(
+                opts.cache_dir or cache_root() / _account_dir_name(account)
+            )
+            await _serve_tree(opts, client, index, cache_dir, account, errors, started, notifier)
+        finally:
+            index.close()
+
+
+async def _serve_tree(
+    opts: MountOptions,
+    client: RingCentralClient,
+    index: Index,
+    cache_dir: Path,
+    account: str,
+    errors: ErrorLog,
+    started: datetime,
+    notifier: Notifier,
+) -> None:
+    content: ContentManager | None = None
+
+    def status() -> bytes:
+        sections: dict[str, Callable[[], Any]] = {
+            "account": lambda: account,
+            "mountpoint": lambda: str(opts.mountpoint),
+            "pid": os.getpid,
+            "started": lambda: started.isoformat(timespec="seconds"),
+            "index": index.stats,
+            "errors": errors.snapshot,
+            "_merge": lambda: {**client.snapshot(), **(content.snapshot() if content else {})},
+        }
+        return build_status(sections)
+
+    vfs = Vfs(index, opts.tz, uid=opts.uid, gid=opts.gid, umask=opts.umask, status_provider=status)
+    fuse_options = {"fsname=rcfs", "subtype=rcfs", "ro", "default_permissions", "noatime"}
+    if opts.allow_other:
+        fuse_options.add("allow_other")
+
+    async with trio.open_nursery() as nursery:
+        content = await ContentManager.create(
+            cache_dir=cache_dir,
+            size_limit=opts.cache_size,
+            client=client,
+            nursery=nursery,
+            on_exact_size=vfs.set_exact_size,
+        )
+        ops = Operations(vfs, content, errors)
+        try:
+            pyfuse3.init(ops, str(opts.mountpoint), fuse_options)
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot mount on {opts.mountpoint}: {exc}") from None
+        clean = False
+        try:
+            send, receive = trio.open_memory_channel[None](1)
+            nursery.start_soon(_watch_signals, send, content)
+            nursery.start_soon(_poll, opts, client, index, vfs, errors, receive)
+            notifier.ready(f"serving {index.stats().get('recordings', 0)} recordings at {opts.mountpoint}")
+            await pyfuse3.main()
+            clean = True
+        finally:
+            nursery.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await content.aclose()
+            pyfuse3.close(unmount=clean)
+            if not clean:
+                lazy_unmount(opts.mountpoint)
+
+
+async def _watch_signals(
+    refresh_requests: trio.MemorySendChannel[None], content: ContentManager
+) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
+        async for signum in signals:
+            if signum == signal.SIGUSR1:
+                # One pending request is enough: several signals during a
+                # refresh coalesce into one more refresh.
+                with contextlib.suppress(trio.WouldBlock):
+                    refresh_requests.send_nowait(None)
+                continue
+            log.info("received %s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            # pyfuse3.main() returns only when every handler has; closing the
+            # content manager fails the reads still waiting for a download.
+            await content.aclose()
+            return
+
+
+async def _poll(
+    opts: MountOptions,
+    client: RingCentralClient,
+    index: Index,
+    vfs: Vfs,
+    errors: ErrorLog,
+    refresh_requests: trio.MemoryReceiveChannel[None],
+) -> None:
+    """Refresh the index every poll interval, or at once on SIGUSR1 (`rcfs refresh`)."""
+    while True:
+        with trio.move_on_after(opts.poll_interval):
+            await refresh_requests.receive()
+        try:
+            result = await refresh(client, index)
+        except RcfsError as exc:
+            errors.record(f"refresh failed: {exc}")
+            continue
+        for ino in vfs.invalidate(result.changed_days):
+            try:
+                await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino)
+            except OSError as exc:  # the kernel may not know the inode yet
+                log.debug("invalidate_inode(%d): %s", ino, exc)
+
+
+def lazy_unmount(mountpoint: Path) -> bool:
+    """Detach a (possibly dead) FUSE mount; True if it is gone afterwards."""
+    for cmd in (["fusermount3", "-u", "-z", str(mountpoint)], ["umount", "-l", str(mountpoint)]):
+        try:
+            subprocess.run(cmd, check=False, capture_output=True, timeout=15)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if not _is_mounted(mountpoint):
+            return True
+    return not _is_mounted(mountpoint)
+
+
+def _is_mounted(mountpoint: Path) -> bool:
+    target = os.path.realpath(mountpoint)
+    try:
+        with open("/proc/self/mounts") as f:
+            return any(line.split()[1] == target for line in f)
+    except OSError:
+        return os.path.ismount(mountpoint)
+
+
+def default_since(days: int = 90) -> datetime:
+    return datetime.now(UTC) - timedelta(days=days)

@@ -1,0 +1,58 @@
+"""Live daemon state: the recent-error ring and the `.rcfs/status.json` document.
+
+The document is assembled on demand from the components' own `snapshot()`
+methods, so there is no second copy of any counter to drift. It must never
+contain a token, JWT or secret: only counts, times and error causes (and the
+causes come from domain errors whose messages are already token-free).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MAX_ERRORS = 20
+
+
+class ErrorLog:
+    """The last `MAX_ERRORS` errors, each logged once when recorded."""
+
+    def __init__(self) -> None:
+        self._errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_ERRORS)
+        self.total = 0
+
+    def record(self, cause: str) -> None:
+        self.total += 1
+        log.warning("%s", cause)
+        self._errors.append({"time": _iso(time.time()), "cause": cause})
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return list(self._errors)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def build_status(sections: dict[str, Callable[[], Any]]) -> bytes:
+    """Render the status document; a failing section reports its error, not the daemon's death."""
+    doc: dict[str, Any] = {}
+    for key, fn in sections.items():
+        try:
+            value = fn()
+        except Exception as exc:  # status must always render
+            log.debug("status section %s failed", key, exc_info=True)
+            value = {"error": repr(exc)}
+        if isinstance(value, dict) and key == "_merge":
+            doc.update(value)
+        else:
+            doc[key] = value
+    doc["time"] = _iso(time.time())
+    return (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()

@@ -1,0 +1,92 @@
+"""Command-line parsing and formatting, without mounting anything."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from rcfs import cli
+
+
+def test_parse_size() -> None:
+    assert cli.parse_size("1048576") == 1048576
+    assert cli.parse_size("500M") == 500 * 1024**2
+    assert cli.parse_size("10G") == 10 * 1024**3
+    assert cli.parse_size("1.5GiB") == int(1.5 * 1024**3)
+    for bad in ("", "lots", "10X", "-1G"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli.parse_size(bad)
+
+
+def test_parse_since() -> None:
+    assert cli.parse_since("2026-09-01") == datetime(2026, 9, 1, tzinfo=UTC)
+    assert cli.parse_since("2026-09-01T08:00:00+02:00") == datetime(2026, 9, 1, 6, tzinfo=UTC)
+    days = datetime.now(UTC) - cli.parse_since("30d")
+    assert timedelta(days=30) - timedelta(minutes=1) < days < timedelta(days=30, minutes=1)
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.parse_since("last tuesday")
+
+
+def test_parse_umask_and_tz() -> None:
+    assert cli.parse_umask("027") == 0o027
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.parse_umask("999")
+    assert str(cli.parse_tz("Europe/Paris")) == "Europe/Paris"
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.parse_tz("Mars/Base")
+
+
+def test_format_status_reads_every_section() -> None:
+    text = cli.format_status({
+        "account": "42", "index": {"recordings": 7, "records": 5, "oldest": "a", "newest": "b"},
+        "cache": {"bytes": 2048, "limit": 4096, "entries": 1, "hits": 3, "misses": 4},
+        "downloads": {"active": 1, "queued": 2, "done": 3, "bytes": 10},
+        "rate_limits": {"Heavy": {"limit": 10, "remaining": 9, "window": 60, "paused_until": None}},
+        "requests": {"Heavy": {"sent": 11, "throttled_429": 0, "errors": 1}},
+        "errors": [{"time": "t", "cause": "boom"}],
+    })
+    assert "7 recordings in 5 calls" in text
+    assert "2.0 KiB of 4.0 KiB" in text
+    assert "Heavy    9/10 per 60 s; sent 11" in text
+    assert "boom" in text
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rcfs", *args], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def test_usage_errors_are_one_line(tmp_path: Path) -> None:
+    for args in (["mount"], ["frobnicate"], ["mount", str(tmp_path), "--poll-interval", "-3"]):
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith("rcfs: error:")
+
+
+def test_missing_credentials_named(tmp_path: Path) -> None:
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    r = run("mount", str(mp), env=env)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert "RC_APP_CLIENT_ID" in r.stderr or "RC_USER_JWT" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_status_of_a_plain_directory(tmp_path: Path) -> None:
+    r = run("status", str(tmp_path))
+    assert r.returncode == 1 and "not an rcfs mount" in r.stderr
+
+
+def test_help_documents_every_mount_option() -> None:
+    out = run("mount", "--help").stdout
+    for opt in ("--foreground", "--tz", "--since", "--cache-dir", "--cache-size", "--poll-interval",
+                "--allow-other", "--uid", "--gid", "--umask", "--log-level", "--log-file"):
+        assert opt in out, opt
