@@ -49,17 +49,25 @@ def parse_size(text: str) -> int:
 
 def parse_since(text: str) -> datetime:
     m = re.fullmatch(r"(\d+)d", text.strip())
-    if m:
-        return datetime.now(UTC) - timedelta(days=int(m.group(1)))
     try:
+        if m:
+            return datetime.now(UTC) - timedelta(days=int(m.group(1)))
         value = datetime.fromisoformat(text)
-    except ValueError:
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(
             f"invalid date {text!r} (examples: 2026-09-01, 2026-09-01T08:00:00+00:00, 30d)"
         ) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+
+
+def parse_until(text: str) -> datetime:
+    """Like parse_since, but a bare date means the end of that day (inclusive)."""
+    value = parse_since(text)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+        value += timedelta(days=1)
+    return value
 
 
 def parse_tz(text: str) -> ZoneInfo:
@@ -86,8 +94,8 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    if not value > 0 or value == float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
     return value
 
 
@@ -131,6 +139,9 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
                    help="content cache bound, least recently used evicted first (default: 10G)")
     p.add_argument("--poll-interval", type=positive_float, default=300.0, metavar="SECONDS",
                    help="how often to look for new calls (default: 300)")
+    p.add_argument("--keep-deleted", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep recordings deleted upstream visible and readable while their "
+                        "content is cached, marked user.rc.deleted=1 (default: on)")
     p.add_argument("--allow-other", action="store_true",
                    help="let other users see the mount (needs user_allow_other in /etc/fuse.conf)")
     p.add_argument("--uid", type=int, default=None, help="owner of every file (default: you)")
@@ -164,10 +175,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint", type=Path)
     p.add_argument("--json", action="store_true", help="print .rcfs/status.json as is")
 
-    p = sub.add_parser("refresh", help="look for new calls now")
+    p = sub.add_parser("refresh", help="look for new calls now, wait, print what changed")
     p.add_argument("mountpoint", type=Path)
     p.add_argument("--timeout", type=positive_float, default=300.0,
                    help="how long to wait for the refresh to finish (default: 300)")
+
+    p = sub.add_parser("prefetch", help="download recordings into the cache in the background",
+                       description="Queue the uncached recordings of calls that started in "
+                                   "[--since, --until) for download at background priority, "
+                                   "within the rate limits; progress shows in rcfs status.")
+    p.add_argument("mountpoint", type=Path)
+    p.add_argument("--since", type=parse_since, default=None,
+                   help="oldest call: a date, an ISO time or Nd (default: all indexed)")
+    p.add_argument("--until", type=parse_until, default=None,
+                   help="newest call: a date (inclusive), an ISO time or Nd (default: now)")
+    p.add_argument("--wait", action="store_true",
+                   help="wait until the prefetch is done, showing progress")
+    p.add_argument("--timeout", type=positive_float, default=None,
+                   help="with --wait: give up after this many seconds")
+
+    p = sub.add_parser("cache", help="manage the content cache of a mount")
+    cache_sub = p.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
+    p = cache_sub.add_parser("prune", help="remove cached content",
+                             description="Remove the archived content of recordings deleted "
+                                         "upstream; they leave the tree. Eviction never does this.")
+    p.add_argument("mountpoint", type=Path)
+    p.add_argument("--deleted", action="store_true", required=True,
+                   help="recordings deleted upstream (the only kind pruned by hand)")
 
     p = sub.add_parser("emulator", add_help=False,
                        help="run the local RingCentral emulator (see rcfs emulator --help)")
@@ -206,8 +240,11 @@ class _Redactor(logging.Filter):
 def setup_logging(level: str, log_file: Path | None, secrets: list[str] | None = None) -> None:
     handler: logging.Handler
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the log file {log_file}: {exc.strerror}") from None
         handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
     else:
         handler = logging.StreamHandler(sys.stderr)
@@ -235,6 +272,7 @@ def _mount_options(args: argparse.Namespace) -> Any:
         cache_dir=args.cache_dir,
         cache_size=args.cache_size,
         poll_interval=args.poll_interval,
+        keep_deleted=args.keep_deleted,
         allow_other=args.allow_other,
         uid=os.getuid() if args.uid is None else args.uid,
         gid=os.getgid() if args.gid is None else args.gid,
@@ -252,9 +290,16 @@ def cmd_mount(args: argparse.Namespace, argv: list[str]) -> int:
     if not args.foreground:
         return _daemonize(argv, args)
     log_file = args.log_file
-    if log_file is None and args.ready_fd is not None:
-        log_file = state_dir() / "mount.log"
-    setup_logging(args.log_level, log_file, [creds.jwt, creds.client_secret])
+    try:
+        if log_file is None and args.ready_fd is not None:
+            log_file = state_dir() / "mount.log"
+        setup_logging(args.log_level, log_file, [creds.jwt, creds.client_secret])
+    except ConfigError as exc:
+        if args.ready_fd is not None:  # the daemon: tell the waiting parent why
+            from rcfs.mount import Notifier
+
+            Notifier(args.ready_fd).failed(str(exc))
+        raise
     return _run_mount(opts, creds, args.ready_fd)
 
 
@@ -355,18 +400,42 @@ def _fmt_bytes(n: float) -> str:
     return f"{n} B"
 
 
+def progress_bar(done: int, total: int, width: int = 30) -> str:
+    frac = 1.0 if total <= 0 else min(1.0, done / total)
+    filled = round(frac * width)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {frac * 100:3.0f}%"
+
+
 def format_status(st: dict[str, Any]) -> str:
     idx, cache, dl = st.get("index", {}), st.get("cache", {}), st.get("downloads", {})
     lines = [
         f"account     {st.get('account', '?')}  (call log: {st.get('call_log_scope', 'company')})",
         f"index       {idx.get('recordings', 0)} recordings in {idx.get('records', 0)} calls, "
-        f"{idx.get('oldest') or '-'} .. {idx.get('newest') or '-'}; last sync {idx.get('last_sync') or '-'}",
+        f"{idx.get('oldest') or '-'} .. {idx.get('newest') or '-'}",
+        f"            {idx.get('deleted', 0)} deleted upstream ({idx.get('deleted_kept', 0)} kept"
+        f"{'' if st.get('keep_deleted', True) else ', --no-keep-deleted'}); "
+        f"last sync {idx.get('last_sync') or '-'}",
         f"cache       {_fmt_bytes(cache.get('bytes', 0))} of {_fmt_bytes(cache.get('limit', 0))}, "
         f"{cache.get('entries', 0)} recordings; {cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses",
+        f"archive     {cache.get('archived', 0)} recordings deleted upstream, "
+        f"{_fmt_bytes(cache.get('archived_bytes', 0))} (never evicted; rcfs cache prune --deleted)",
         f"downloads   {dl.get('active', 0)} active, {dl.get('queued', 0)} queued, "
-        f"{dl.get('done', 0)} done, {_fmt_bytes(dl.get('bytes', 0))}",
-        "rate limits",
+        f"{dl.get('done', 0)} done, {dl.get('failed', 0)} failed, {_fmt_bytes(dl.get('bytes', 0))}",
     ]
+    ref = st.get("refresh") or {}
+    if ref:
+        last = ref.get("last") or {}
+        summary = (f"last {last.get('time')}: {last.get('new_recordings', 0)} new, "
+                   f"{last.get('deleted', 0)} deleted" if last else "none yet")
+        lines.append(f"refresh     every {ref.get('poll_interval', 0):g} s, {ref.get('refreshes', 0)} done"
+                     f"{', running' if ref.get('running') else ''}; {summary}")
+    pf = st.get("prefetch") or {}
+    if pf.get("total"):
+        finished = pf.get("done", 0) + pf.get("failed", 0)
+        state = "running" if pf.get("running") else "done"
+        lines.append(f"prefetch    {progress_bar(finished, pf['total'])} {finished}/{pf['total']} "
+                     f"({pf.get('failed', 0)} failed, {_fmt_bytes(pf.get('bytes', 0))}), {state}")
+    lines.append("rate limits")
     reqs = st.get("requests", {})
     for group, rl in sorted(st.get("rate_limits", {}).items()):
         r = reqs.get(group, {})
@@ -374,7 +443,8 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(
             f"  {group:<8} {rl.get('remaining', '?')}/{rl.get('limit', '?')}"
             f" per {rl.get('window', '?')} s{paused}; "
-            f"sent {r.get('sent', 0)}, 429s {r.get('throttled_429', 0)}, errors {r.get('errors', 0)}"
+            f"sent {r.get('sent', 0)}, 429s {r.get('throttled_429', 0)}, errors {r.get('errors', 0)}; "
+            f"queued {rl.get('queued', 0)}, in flight {rl.get('in_flight', 0)}"
         )
     errs = st.get("errors", [])
     lines.append(f"errors      {len(errs)} recent" + (":" if errs else ""))
@@ -388,22 +458,69 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _control(mountpoint: Path, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Send one command to the daemon serving `mountpoint` (control.py)."""
+    from rcfs.control import request
+
+    path = read_status(mountpoint).get("control")
+    if not path:
+        raise ConfigError(f"{mountpoint}: the daemon advertises no control socket (an older rcfs?)")
+    return request(path, msg, timeout=timeout)
+
+
 def cmd_refresh(args: argparse.Namespace) -> int:
-    st = read_status(args.mountpoint)
-    before = st.get("index", {}).get("last_sync")
-    pid = int(st.get("pid", 0))
-    if not pid:
-        raise ConfigError(f"{args.mountpoint}: status has no daemon pid")
-    os.kill(pid, signal.SIGUSR1)
-    deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        st = read_status(args.mountpoint)
-        if st.get("index", {}).get("last_sync") != before:
-            idx = st["index"]
-            print(f"refreshed: {idx.get('recordings', 0)} recordings, last sync {idx.get('last_sync')}")
-            return EXIT_OK
-    raise RcfsError(f"refresh did not finish within {args.timeout:.0f} s (see rcfs status)")
+    result = _control(args.mountpoint, {"cmd": "refresh"}, args.timeout)
+    days = result.get("changed_days") or []
+    print(f"refreshed in {result.get('seconds', 0):.1f} s: {result.get('new_recordings', 0)} new "
+          f"recordings, {result.get('deleted', 0)} deleted upstream "
+          f"({result.get('deleted_kept', 0)} kept), {len(days)} days changed"
+          + (": " + " ".join(days) if days else ""))
+    return EXIT_OK
+
+
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    msg: dict[str, Any] = {"cmd": "prefetch"}
+    if args.since is not None:
+        msg["since"] = args.since.isoformat()
+    if args.until is not None:
+        msg["until"] = args.until.isoformat()
+    queued = int(_control(args.mountpoint, msg, 60)["queued"])
+    print(f"prefetch: {queued} recordings queued; progress: rcfs status {args.mountpoint}")
+    if not args.wait:
+        return EXIT_OK
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    tty = sys.stdout.isatty()
+    while True:
+        pf = read_status(args.mountpoint).get("prefetch") or {}
+        finished = pf.get("done", 0) + pf.get("failed", 0)
+        if tty:
+            print(f"\r{progress_bar(finished, pf.get('total', 0))} {finished}/{pf.get('total', 0)}",
+                  end="", flush=True)
+        if not pf.get("running"):
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            raise RcfsError(f"prefetch still running after {args.timeout:.0f} s (see rcfs status)")
+        time.sleep(0.5)
+    if tty:
+        print()
+    print(f"prefetch: {pf.get('done', 0)} of {pf.get('total', 0)} cached, "
+          f"{pf.get('failed', 0)} failed, {_fmt_bytes(pf.get('bytes', 0))}")
+    return EXIT_OK if not pf.get("failed") else EXIT_FAIL
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    if args.cache_command == "prune":
+        result = _control(args.mountpoint, {"cmd": "prune_deleted"}, 300)
+        print(f"pruned {result.get('removed', 0)} recordings deleted upstream "
+              f"({_fmt_bytes(result.get('bytes', 0))})")
+        return EXIT_OK
+    raise AssertionError(args.cache_command)
+
+
+# Real rate limiting with RingCentral's headers and penalties, but budgets six
+# times the defaults, so that exploring the demo tree is not a wait. (With
+# "off" the emulator sends no headers and rcfs would keep the real defaults.)
+DEMO_RATE_LIMITS = "heavy=60/60s,medium=240/60s,light=300/60s,auth=30/60s"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -425,7 +542,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         async with trio.open_nursery() as nursery:
             emulator = Emulator(
-                EmulatorConfig(seed=args.seed, calls=args.calls, days=30, rate_limits="off")
+                EmulatorConfig(seed=args.seed, calls=args.calls, days=30, rate_limits=DEMO_RATE_LIMITS)
             )
             info = await nursery.start(emulator.run)
             creds = Credentials(
@@ -469,6 +586,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(args)
         if args.command == "refresh":
             return cmd_refresh(args)
+        if args.command == "prefetch":
+            return cmd_prefetch(args)
+        if args.command == "cache":
+            return cmd_cache(args)
         if args.command == "demo":
             return cmd_demo(args)
     except RcfsError as exc:

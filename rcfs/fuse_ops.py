@@ -14,12 +14,13 @@ positions in that snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import itertools
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -70,6 +71,36 @@ def errno_for(exc: BaseException) -> int:
     return errno.EIO
 
 
+async def invalidate_kernel(
+    inodes: Iterable[int], entries: Iterable[tuple[int, str]] = ()
+) -> None:
+    """Make the kernel forget what a refresh changed: cached dentries of names
+    that left the tree (`entries`: (parent inode, name)) and cached attributes
+    and data of changed inodes (directories, calls.json).
+
+    Runs in a worker thread, never from a handler: pyfuse3's invalidations
+    block until a related request in progress is answered, and only the trio
+    thread answers requests. An inode or name the kernel does not hold gives
+    ENOENT, which is expected.
+    """
+    entries, inodes = list(entries), sorted(set(inodes), reverse=True)  # days before months
+
+    def work() -> None:
+        for parent, name in entries:
+            try:
+                pyfuse3.invalidate_entry(pyfuse3.InodeT(parent), pyfuse3.FileNameT(os.fsencode(name)))
+            except OSError as exc:
+                log.debug("invalidate_entry(%d, %s): %s", parent, name, exc)
+        for ino in inodes:
+            try:
+                pyfuse3.invalidate_inode(pyfuse3.InodeT(ino))
+            except OSError as exc:
+                log.debug("invalidate_inode(%d): %s", ino, exc)
+
+    if entries or inodes:
+        await trio.to_thread.run_sync(work)
+
+
 def _handler(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Run a handler and map whatever it raises onto one FUSEError."""
 
@@ -86,7 +117,12 @@ def _handler(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[A
         except RcfsError as exc:
             ops = args[0]
             assert isinstance(ops, Operations)
-            ops.errors.record(f"{fn.__name__}: {exc}")
+            # A failed download raises its one error in every waiting read
+            # (readahead sends several): record and log it once.
+            if not getattr(exc, "_rcfs_recorded", False):
+                ops.errors.record(f"{fn.__name__}: {exc}")
+                with contextlib.suppress(AttributeError):
+                    exc._rcfs_recorded = True  # type: ignore[attr-defined]
             raise pyfuse3.FUSEError(errno_for(exc)) from None
         except (trio.Cancelled, KeyboardInterrupt):
             raise

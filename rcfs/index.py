@@ -32,6 +32,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ from rcfs.models import recordings_from_record as _recordings_from_record
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Nominal bitrate for size estimates until the exact size is known: 32 kbit/s.
 ESTIMATE_BYTES_PER_SECOND = 4000
 
@@ -81,7 +82,8 @@ CREATE TABLE IF NOT EXISTS recordings (
     content_type TEXT,
     exact_size INTEGER,
     deleted INTEGER NOT NULL DEFAULT 0,
-    deleted_at INTEGER
+    deleted_at INTEGER,
+    kept INTEGER
 );
 CREATE INDEX IF NOT EXISTS recordings_start ON recordings (start_ms);
 CREATE INDEX IF NOT EXISTS recordings_call ON recordings (call_id);
@@ -91,8 +93,12 @@ CREATE INDEX IF NOT EXISTS recordings_deleted ON recordings (deleted) WHERE dele
 _REC_COLUMNS = (
     "id, recording_id, call_id, start_ms, direction, from_phone, from_ext, from_name, "
     "to_phone, to_ext, to_name, session_id, telephony_session_id, recording_type, "
-    "name_content_type, duration, content_uri, content_type, exact_size, deleted, deleted_at"
+    "name_content_type, duration, content_uri, content_type, exact_size, deleted, deleted_at, kept"
 )
+# Which recordings a listing shows: with keep_deleted (include_deleted=True)
+# everything but those deleted upstream whose content is not kept (kept=0);
+# without it, only recordings that exist upstream.
+_VISIBLE = {True: "kept IS NOT 0", False: "deleted=0"}
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,10 @@ class IndexedRecording:
     exact_size: int | None
     deleted: bool
     deleted_at_ms: int | None
+    # For a recording deleted upstream: True once its content is archived
+    # (kept), False once known not to be (it leaves the listing), None while
+    # undecided or when not deleted.
+    kept: bool | None = None
 
     @property
     def recording_id(self) -> str:
@@ -175,7 +185,8 @@ class Index:
                     f"index {self._path} has schema {version}, newer than this rcfs "
                     f"({SCHEMA_VERSION}); upgrade rcfs or remove the index"
                 )
-            # Future migrations go here: `if version < 2: ...`.
+            if 0 < version < 2:
+                conn.execute("ALTER TABLE recordings ADD COLUMN kept INTEGER")
             if version < SCHEMA_VERSION:
                 self._put_meta(conn, "schema_version", str(SCHEMA_VERSION))
 
@@ -261,6 +272,16 @@ class Index:
         raw = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         row = conn.execute(
             "SELECT start_ms, raw FROM records WHERE call_id=?", (call_id,)).fetchone()
+        # A known call whose record no longer carries one of its recordings: that
+        # recording was deleted upstream (the API drops the block). The stored
+        # record keeps the last version that carried it, so calls.json still
+        # describes the archived file.
+        lost = [] if row is None else [
+            r[0] for r in conn.execute(
+                "SELECT recording_id FROM recordings WHERE call_id=? AND deleted=0", (call_id,))
+            if r[0] not in {rec.recording_id for rec in recs}]
+        if lost:
+            changed.update(self._mark_deleted(conn, lost, record.get("lastModifiedTime")))
         if row is None:
             if not recs:
                 return
@@ -271,7 +292,7 @@ class Index:
             changed.add(start_ms)
         else:
             start_ms = row[0]
-            if row[1] != raw:
+            if row[1] != raw and not lost:
                 conn.execute(
                     "UPDATE records SET raw=?, mod_ms=MAX(?, start_ms) WHERE call_id=?",
                     (raw, mod_ms, call_id),
@@ -299,8 +320,9 @@ class Index:
                 changed.add(start_ms)
             elif (old[1], old[2], old[3]) != (rec.content_uri, rec.duration, 0):
                 conn.execute(
-                    "UPDATE recordings SET content_uri=?, duration=?, deleted=0, deleted_at=NULL "
-                    "WHERE recording_id=?", (rec.content_uri, rec.duration, rec.recording_id))
+                    "UPDATE recordings SET content_uri=?, duration=?, deleted=0, deleted_at=NULL, "
+                    "kept=NULL WHERE recording_id=?",
+                    (rec.content_uri, rec.duration, rec.recording_id))
                 changed.add(old[0])
 
     def mark_deleted(self, recording_ids: Iterable[str], when_ms: int | None = None) -> set[int]:
@@ -319,10 +341,40 @@ class Index:
         starts: set[int] = set()
         for rid in ids:
             row = conn.execute(
-                "UPDATE recordings SET deleted=1, deleted_at=? WHERE recording_id=? AND deleted=0 "
-                "RETURNING start_ms", (when_ms, rid)).fetchone()
+                "UPDATE recordings SET deleted=1, deleted_at=?, kept=NULL "
+                "WHERE recording_id=? AND deleted=0 RETURNING start_ms, call_id",
+                (when_ms, rid)).fetchone()
             if row is not None:
                 starts.add(row[0])
+                # calls.json of the day changes (its "rcfsDeleted" marks): move
+                # its mtime so rsync copies it again.
+                conn.execute(
+                    "UPDATE records SET mod_ms=MAX(mod_ms, ?) WHERE call_id=?",
+                    (when_ms if when_ms is not None else int(time.time() * 1000), row[1]))
+        return starts
+
+    def undecided_deleted(self) -> list[str]:
+        """Recordings deleted upstream whose content is not yet kept or given up."""
+        return [r[0] for r in self._conn().execute(
+            "SELECT recording_id FROM recordings INDEXED BY recordings_deleted "
+            "WHERE deleted=1 AND kept IS NULL")]
+
+    def kept_deleted(self) -> list[str]:
+        """Recordings deleted upstream whose content is archived (kept)."""
+        return [r[0] for r in self._conn().execute(
+            "SELECT recording_id FROM recordings INDEXED BY recordings_deleted "
+            "WHERE deleted=1 AND kept=1")]
+
+    def set_kept(self, recording_ids: Iterable[str], kept: bool) -> set[int]:
+        """Record whether deleted recordings' content is kept; returns the starts changed."""
+        starts: set[int] = set()
+        with self._write() as conn:
+            for rid in recording_ids:
+                row = conn.execute(
+                    "UPDATE recordings SET kept=? WHERE recording_id=? AND deleted=1 "
+                    "AND kept IS NOT ? RETURNING start_ms", (int(kept), rid, int(kept))).fetchone()
+                if row is not None:
+                    starts.add(row[0])
         return starts
 
     def set_exact_size(
@@ -374,7 +426,7 @@ class Index:
         """Recordings with start in [start_ms, end_ms), by start then row id."""
         rows = self._conn().execute(
             f"SELECT {_REC_COLUMNS} FROM recordings WHERE start_ms >= ? AND start_ms < ? "
-            f"{'' if include_deleted else 'AND deleted=0'} ORDER BY start_ms, id",
+            f"AND {_VISIBLE[include_deleted]} ORDER BY start_ms, id",
             (start_ms, end_ms),
         ).fetchall()
         return [_indexed(row) for row in rows]
@@ -383,7 +435,7 @@ class Index:
         """The first recording start at or after the given time (one index seek)."""
         row = self._conn().execute(
             "SELECT start_ms FROM recordings WHERE start_ms >= ? "
-            f"{'' if include_deleted else 'AND deleted=0'} ORDER BY start_ms LIMIT 1",
+            f"AND {_VISIBLE[include_deleted]} ORDER BY start_ms LIMIT 1",
             (at_or_after_ms,),
         ).fetchone()
         return None if row is None else int(row[0])
@@ -392,7 +444,7 @@ class Index:
         """The last recording start before the given time (one index seek)."""
         row = self._conn().execute(
             "SELECT start_ms FROM recordings WHERE start_ms < ? "
-            f"{'' if include_deleted else 'AND deleted=0'} ORDER BY start_ms DESC LIMIT 1",
+            f"AND {_VISIBLE[include_deleted]} ORDER BY start_ms DESC LIMIT 1",
             (before_ms,),
         ).fetchone()
         return None if row is None else int(row[0])
@@ -435,18 +487,22 @@ class Index:
         return None if row is None or row[0] is None else int(row[0])
 
     def stats(self) -> dict[str, Any]:
-        """Counts and bounds for status.json: records, recordings, oldest, newest, last_sync."""
+        """Counts and bounds for status.json: records, recordings (those that exist
+        upstream), deleted (gone upstream), deleted_kept (of those, archived),
+        oldest, newest, last_sync."""
         conn = self._conn()
         records = conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
-        recordings = conn.execute("SELECT COUNT(*) FROM recordings").fetchone()[0]
-        deleted = conn.execute(
-            "SELECT COUNT(*) FROM recordings INDEXED BY recordings_deleted WHERE deleted=1"
-        ).fetchone()[0]
+        total = conn.execute("SELECT COUNT(*) FROM recordings").fetchone()[0]
+        deleted, kept = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(kept=1), 0) FROM recordings "
+            "INDEXED BY recordings_deleted WHERE deleted=1"
+        ).fetchone()
         bounds = self.start_range()
         return {
             "records": records,
-            "recordings": recordings,
+            "recordings": total - deleted,
             "deleted": deleted,
+            "deleted_kept": kept,
             "oldest": from_epoch_ms(bounds[0]).isoformat() if bounds else None,
             "newest": from_epoch_ms(bounds[1]).isoformat() if bounds else None,
             "last_sync": self.get_meta("last_sync"),
@@ -460,7 +516,7 @@ def _start_ms(record: dict[str, Any]) -> int:
 
 def _indexed(row: tuple[Any, ...]) -> IndexedRecording:
     (rowid, rid, call_id, start_ms, direction, fph, fext, fname, tph, text, tname, session_id,
-     tsid, rtype, name_ctype, duration, uri, ctype, exact, deleted, deleted_at) = row
+     tsid, rtype, name_ctype, duration, uri, ctype, exact, deleted, deleted_at, kept) = row
     rec = Recording(
         recording_id=rid,
         content_uri=uri,
@@ -475,4 +531,5 @@ def _indexed(row: tuple[Any, ...]) -> IndexedRecording:
         start_time=from_epoch_ms(start_ms),
         duration=duration,
     )
-    return IndexedRecording(rowid, rec, ctype, exact, bool(deleted), deleted_at)
+    return IndexedRecording(rowid, rec, ctype, exact, bool(deleted), deleted_at,
+                            None if kept is None else bool(kept))

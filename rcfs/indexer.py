@@ -17,7 +17,15 @@ they end and recordings later still (API-NOTES.md).
 Refresh reads [min(now, covered_to) - overlap, now] from the call log (all of
 what is new, as pages of up to 1,000), then at most `MAX_SYNC_REQUESTS` ISync
 requests for changes to older records (deletions above all). A sync token the
-server rejects (CLG-10x) is dropped and a new FSync started the next time.
+server rejects (CLG-10x) is dropped and a new FSync started at once; so is a
+token older than the sync API's 30-day window (`SYNC_WINDOW`), whose changes
+the window read covers instead. Every request is at background priority (the
+client's default for these operations), so interactive reads go first.
+
+Cost per refresh, in Heavy requests: one per 1,000 call-log records in the
+window (a single request unless more than 1,000 calls started since the last
+refresh), plus at most `MAX_SYNC_REQUESTS` (+1 after a refused token) for
+sync: bounded by what is new, never by the size of the account.
 """
 
 from __future__ import annotations
@@ -37,11 +45,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OVERLAP = timedelta(hours=2)
 MAX_SYNC_REQUESTS = 4
+SYNC_WINDOW = timedelta(days=30)
 ISYNC_PAGE_LIMIT = 250
 
 META_COVERED_FROM = "covered_from"
 META_COVERED_TO = "covered_to"
 META_SYNC_TOKEN = "sync_token"
+META_SYNC_TOKEN_TIME = "sync_token_time"
 META_LAST_SYNC = "last_sync"
 
 
@@ -72,6 +82,7 @@ class RefreshResult:
     # knows no zone): pass to Vfs.invalidate.
     changed_days: frozenset[int]
     new_recordings: int
+    records_read: int = 0
 
 
 @dataclass
@@ -107,16 +118,17 @@ async def index_window(
     if covered is None or covered[1] < since or covered[0] > until:
         await _read(client, index, since, until, tally, progress)
         await _set_coverage(index, since, until)
-        return tally.records
-    cfrom, cto = covered
-    if since < cfrom:
-        await _read(client, index, since, cfrom, tally, progress)
-        await _set_coverage(index, since, cto)
-        cfrom = since
-    start = max(since, cto - overlap)
-    if start < until:
-        await _read(client, index, start, until, tally, progress)
-        await _set_coverage(index, cfrom, max(cto, until))
+    else:
+        cfrom, cto = covered
+        if since < cfrom:
+            await _read(client, index, since, cfrom, tally, progress)
+            await _set_coverage(index, since, cto)
+            cfrom = since
+        start = max(since, cto - overlap)
+        if start < until:
+            await _read(client, index, start, until, tally, progress)
+            await _set_coverage(index, cfrom, max(cto, until))
+    await trio.to_thread.run_sync(index.set_meta, META_LAST_SYNC, _iso(until))
     return tally.records
 
 
@@ -133,11 +145,21 @@ async def refresh(
     start = now - overlap if covered is None else min(now, covered[1]) - overlap
     tally = _Tally()
     await _read(client, index, start, now, tally, None)
-    await _sync(client, index, now - overlap, tally)
+    token_time = index.get_meta(META_SYNC_TOKEN_TIME)
+    if token_time is not None and index.get_meta(META_SYNC_TOKEN) is not None:
+        try:
+            stale = datetime.fromisoformat(token_time) < now - SYNC_WINDOW
+        except ValueError:
+            stale = True
+        if stale:
+            log.info("call-log sync token is older than %s days: starting a full sync",
+                     SYNC_WINDOW.days)
+            await trio.to_thread.run_sync(index.set_meta, META_SYNC_TOKEN, None)
+    await _sync(client, index, now - overlap, tally, now)
     cfrom = start if covered is None else min(covered[0], start)
     await _set_coverage(index, cfrom, now if covered is None else max(covered[1], now))
     await trio.to_thread.run_sync(index.set_meta, META_LAST_SYNC, _iso(now))
-    return RefreshResult(frozenset(tally.changed), tally.added)
+    return RefreshResult(frozenset(tally.changed), tally.added, tally.records)
 
 
 async def _read(
@@ -156,7 +178,9 @@ async def _read(
             progress(tally.records)
 
 
-async def _sync(client: CallLogClient, index: Index, fsync_from: datetime, tally: _Tally) -> None:
+async def _sync(
+    client: CallLogClient, index: Index, fsync_from: datetime, tally: _Tally, now: datetime
+) -> None:
     token = index.get_meta(META_SYNC_TOKEN)
     for _ in range(MAX_SYNC_REQUESTS):
         try:
@@ -178,7 +202,12 @@ async def _sync(client: CallLogClient, index: Index, fsync_from: datetime, tally
         tally.add(upserted, len(result.records))
         if result.sync_token:
             token = result.sync_token
-            await trio.to_thread.run_sync(index.set_meta, META_SYNC_TOKEN, token)
+
+            def store(token: str = token) -> None:
+                index.set_meta(META_SYNC_TOKEN, token)
+                index.set_meta(META_SYNC_TOKEN_TIME, _iso(now))
+
+            await trio.to_thread.run_sync(store)
         if result.full or len(result.records) < ISYNC_PAGE_LIMIT:
             return
     log.info("call-log sync has more changes; continuing at the next refresh")

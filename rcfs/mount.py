@@ -1,8 +1,9 @@
 """The mount's lifecycle: log in, index, serve, poll, unmount.
 
 `mount.py` owns the long-lived nursery (STYLE.md): the content manager's
-downloads, the poller and the signal watcher all run in it, and it is
-cancelled when the FUSE main loop ends. The lifecycle is
+downloads, the refresher (`freshness.py`), the prefetcher (`prefetch.py`),
+the control socket (`control.py`) and the signal watcher all run in it, and
+it is cancelled when the FUSE main loop ends. The lifecycle is
 `pyfuse3.init → pyfuse3.main → pyfuse3.close`; `close(unmount=False)` on the
 error path, followed by a lazy unmount so no dead mount is left behind.
 
@@ -12,7 +13,7 @@ the daemonizing parent reads it from a pipe (see `cli.py`).
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import os
 import signal
@@ -31,10 +32,13 @@ import trio
 from rcfs.api import RingCentralClient
 from rcfs.config import Credentials, cache_root, ensure_private_dir, state_dir
 from rcfs.content import ContentManager
-from rcfs.errors import ConfigError, RcfsError
+from rcfs.control import ControlServer, Handler, remove_stale, socket_path
+from rcfs.errors import ConfigError
+from rcfs.freshness import Freshness
 from rcfs.fuse_ops import Operations
 from rcfs.index import Index
-from rcfs.indexer import index_window, refresh
+from rcfs.indexer import index_window
+from rcfs.prefetch import Prefetcher
 from rcfs.status import ErrorLog, build_status
 from rcfs.vfs import Vfs
 
@@ -142,7 +146,8 @@ async def serve(opts: MountOptions, creds: Credentials, notifier: Notifier) -> N
             cache_dir = ensure_private_dir(
                 opts.cache_dir or cache_root() / _account_dir_name(account)
             )
-            await _serve_tree(opts, client, index, cache_dir, account, errors, started, notifier)
+            await _serve_tree(
+                opts, client, index, cache_dir, acct_state, account, errors, started, notifier)
         finally:
             index.close()
 
@@ -152,12 +157,16 @@ async def _serve_tree(
     client: RingCentralClient,
     index: Index,
     cache_dir: Path,
+    acct_state: Path,
     account: str,
     errors: ErrorLog,
     started: datetime,
     notifier: Notifier,
 ) -> None:
     content: ContentManager | None = None
+    fresh: Freshness | None = None
+    prefetcher: Prefetcher | None = None
+    control_path = socket_path(acct_state)
 
     def status() -> bytes:
         sections: dict[str, Callable[[], Any]] = {
@@ -165,13 +174,22 @@ async def _serve_tree(
             "mountpoint": lambda: str(opts.mountpoint),
             "pid": os.getpid,
             "started": lambda: started.isoformat(timespec="seconds"),
+            "control": lambda: str(control_path),
+            "keep_deleted": lambda: opts.keep_deleted,
             "index": index.stats,
+            "refresh": lambda: fresh.snapshot() if fresh else None,
+            "prefetch": lambda: prefetcher.snapshot() if prefetcher else None,
             "errors": errors.snapshot,
             "_merge": lambda: {**client.snapshot(), **(content.snapshot() if content else {})},
         }
         return build_status(sections)
 
-    vfs = Vfs(index, opts.tz, uid=opts.uid, gid=opts.gid, umask=opts.umask, status_provider=status)
+    def on_gone(recording_id: str) -> None:
+        if fresh is not None:
+            fresh.gone(recording_id)
+
+    vfs = Vfs(index, opts.tz, uid=opts.uid, gid=opts.gid, umask=opts.umask,
+              status_provider=status, keep_deleted=opts.keep_deleted)
     fuse_options = {"fsname=rcfs", "subtype=rcfs", "ro", "default_permissions", "noatime"}
     if opts.allow_other:
         fuse_options.add("allow_other")
@@ -183,7 +201,11 @@ async def _serve_tree(
             client=client,
             nursery=nursery,
             on_exact_size=vfs.set_exact_size,
+            on_gone=on_gone,
         )
+        fresh = Freshness(client=client, index=index, vfs=vfs, content=content, errors=errors,
+                          keep_deleted=opts.keep_deleted, poll_interval=opts.poll_interval)
+        prefetcher = Prefetcher(index, content)
         ops = Operations(vfs, content, errors)
         try:
             pyfuse3.init(ops, str(opts.mountpoint), fuse_options)
@@ -191,9 +213,11 @@ async def _serve_tree(
             raise ConfigError(f"cannot mount on {opts.mountpoint}: {exc}") from None
         clean = False
         try:
-            send, receive = trio.open_memory_channel[None](1)
-            nursery.start_soon(_watch_signals, send, content)
-            nursery.start_soon(_poll, opts, client, index, vfs, errors, receive)
+            nursery.start_soon(_watch_signals, fresh, content)
+            await nursery.start(fresh.run)
+            await nursery.start(prefetcher.run)
+            remove_stale(acct_state)
+            await nursery.start(ControlServer(control_path, _commands(fresh, prefetcher, status)).run)
             notifier.ready(f"serving {index.stats().get('recordings', 0)} recordings at {opts.mountpoint}")
             await pyfuse3.main()
             clean = True
@@ -206,16 +230,44 @@ async def _serve_tree(
                 lazy_unmount(opts.mountpoint)
 
 
-async def _watch_signals(
-    refresh_requests: trio.MemorySendChannel[None], content: ContentManager
-) -> None:
+def _commands(
+    fresh: Freshness, prefetcher: Prefetcher, status: Callable[[], bytes]
+) -> dict[str, Handler]:
+    """The control socket's commands (see control.py for the protocol)."""
+
+    async def refresh(msg: dict[str, Any]) -> dict[str, Any]:
+        return await fresh.refresh()
+
+    async def prefetch(msg: dict[str, Any]) -> dict[str, Any]:
+        since, until = _time_arg(msg, "since"), _time_arg(msg, "until")
+        return {"queued": await prefetcher.queue(since, until)}
+
+    async def prune_deleted(msg: dict[str, Any]) -> dict[str, Any]:
+        return await fresh.prune_deleted()
+
+    async def get_status(msg: dict[str, Any]) -> dict[str, Any]:
+        return {"status": json.loads(status())}
+
+    return {"refresh": refresh, "prefetch": prefetch, "prune_deleted": prune_deleted,
+            "status": get_status}
+
+
+def _time_arg(msg: dict[str, Any], key: str) -> datetime | None:
+    value = msg.get(key)
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(f"{key}: not an ISO 8601 time: {value!r}") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+async def _watch_signals(fresh: Freshness, content: ContentManager) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
         async for signum in signals:
             if signum == signal.SIGUSR1:
-                # One pending request is enough: several signals during a
-                # refresh coalesce into one more refresh.
-                with contextlib.suppress(trio.WouldBlock):
-                    refresh_requests.send_nowait(None)
+                fresh.request()  # several signals during a refresh coalesce into one more
                 continue
             log.info("received %s: unmounting", signal.Signals(signum).name)
             pyfuse3.terminate()
@@ -223,30 +275,6 @@ async def _watch_signals(
             # content manager fails the reads still waiting for a download.
             await content.aclose()
             return
-
-
-async def _poll(
-    opts: MountOptions,
-    client: RingCentralClient,
-    index: Index,
-    vfs: Vfs,
-    errors: ErrorLog,
-    refresh_requests: trio.MemoryReceiveChannel[None],
-) -> None:
-    """Refresh the index every poll interval, or at once on SIGUSR1 (`rcfs refresh`)."""
-    while True:
-        with trio.move_on_after(opts.poll_interval):
-            await refresh_requests.receive()
-        try:
-            result = await refresh(client, index)
-        except RcfsError as exc:
-            errors.record(f"refresh failed: {exc}")
-            continue
-        for ino in vfs.invalidate(result.changed_days):
-            try:
-                await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino)
-            except OSError as exc:  # the kernel may not know the inode yet
-                log.debug("invalidate_inode(%d): %s", ino, exc)
 
 
 def lazy_unmount(mountpoint: Path) -> bool:

@@ -222,7 +222,7 @@ class Vfs:
         if ino <= RECORDING_BASE:
             raise NotFound(f"inode {ino} is not a recording")
         ir = self._index.recording_by_rowid(ino - RECORDING_BASE)
-        if ir is None or (ir.deleted and not self._all):
+        if ir is None or (ir.deleted and (not self._all or ir.kept is False)):
             raise NotFound(f"no recording with inode {ino}")
         return ir
 
@@ -232,6 +232,15 @@ class Vfs:
     def path_of(self, ir: IndexedRecording) -> str:
         """The recording's path relative to the mount root."""
         return f"{day_path(day_of(ir.recording, self._tz))}/{file_name(ir.recording, self._tz)}"
+
+    def entry_of(self, ir: IndexedRecording) -> tuple[int, str]:
+        """(day directory inode, file name) of a recording: for invalidating its dentry."""
+        d = day_of(ir.recording, self._tz)
+        return dir_ino(d.year, d.month, d.day), file_name(ir.recording, self._tz)
+
+    def day_name(self, start_ms: int) -> str:
+        """The day directory (YYYY-MM-DD in the mount's zone) of a call start."""
+        return from_epoch_ms(start_ms).astimezone(self._tz).date().isoformat()
 
     def set_exact_size(self, recording_id: str, size: int, content_type: str | None = None) -> None:
         """Persist a learned size (index write: ~1 ms, may wait for a running batch)."""
@@ -403,15 +412,18 @@ class Vfs:
         lo, hi = self._start_of(d), self._start_of(d + timedelta(days=1))
         nodes: dict[str, Node] = {}
         ids: dict[str, str] = {}
+        deleted: set[str] = set()
         for ir in self._index.recordings_between(lo, hi, include_deleted=self._all):
             name = file_name(ir.recording, tz)
             nodes[name] = self._file_node(ir)
             ids[ir.recording_id] = name
+            if ir.deleted:
+                deleted.add(ir.recording_id)
         prefix = day_path(d) + "/"
         records: list[dict[str, Any]] = []
         for stored in self._index.records_between(lo, hi):
             raw = stored.raw
-            paths = _add_paths(raw, ids, prefix)
+            paths = _add_paths(raw, ids, prefix, deleted)
             if paths:
                 records.append(raw)
         calls = _calls_json(records)
@@ -420,23 +432,35 @@ class Vfs:
         return _Day(sorted(nodes), nodes, ids, calls)
 
 
-def _add_paths(raw: dict[str, Any], ids: dict[str, str], prefix: str) -> int:
+def _add_paths(
+    raw: dict[str, Any], ids: dict[str, str], prefix: str,
+    deleted: set[str] | frozenset[str] = frozenset(),
+) -> int:
     """Add "rcfsPath" to a record (its own recording, else its first leg's) and to
-    each leg with a listed recording; returns how many paths were found."""
+    each leg with a listed recording, and "rcfsDeleted": true beside a path whose
+    recording is gone upstream (kept in the archive); returns how many paths were found."""
     found = 0
-    first: str | None = None
+    first: tuple[str, bool] | None = None
     for leg in raw.get("legs") or ():
         if isinstance(leg, dict) and isinstance(leg.get("recording"), dict):
-            name = ids.get(str(leg["recording"].get("id")))
+            rid = str(leg["recording"].get("id"))
+            name = ids.get(rid)
             if name is not None:
                 leg["rcfsPath"] = prefix + name
-                first = first or prefix + name
+                if rid in deleted:
+                    leg["rcfsDeleted"] = True
+                first = first or (prefix + name, rid in deleted)
                 found += 1
     own = raw.get("recording")
-    name = ids.get(str(own.get("id"))) if isinstance(own, dict) else None
+    rid = str(own.get("id")) if isinstance(own, dict) else ""
+    name = ids.get(rid) if isinstance(own, dict) else None
     if name is not None:
         found += 1
-    raw["rcfsPath"] = prefix + name if name is not None else first
+        raw["rcfsPath"], gone = prefix + name, rid in deleted
+    else:
+        raw["rcfsPath"], gone = first if first is not None else (None, False)
+    if gone:
+        raw["rcfsDeleted"] = True
     return found
 
 

@@ -6,6 +6,7 @@ The FUSE adapter uses exactly this API (design essay: `rcfs.content.manager`)::
         cache_dir=Path, size_limit=int, client=ContentSource,
         nursery=trio.Nursery,                      # long-lived, owned by mount.py
         on_exact_size=Callable[[str, int], None],  # (recording_id, size), once learned
+        on_gone=Callable[[str], None] | None,      # a download was answered 404
     )
     info = await manager.open(ContentRef(recording_id, content_uri, size_hint))
         # -> OpenInfo(size, complete). size is exact: a cache hit, or the
@@ -14,9 +15,12 @@ The FUSE adapter uses exactly this API (design essay: `rcfs.content.manager`)::
     data = await manager.read(recording_id, offset, size)
         # returns once [offset, offset+size) clamped to EOF has arrived; b"" at EOF
     manager.release(recording_id)            # one reader closed
-    manager.is_cached(recording_id) -> bool  # complete content in the cache
+    manager.is_cached(recording_id) -> bool  # complete content in the cache or archive
     await manager.prefetch(ref, priority=BACKGROUND)  # cache it; returns when cached
-    manager.snapshot() -> {"cache": {bytes, limit, entries, hits, misses},
+    await manager.archive([recording_id]) -> set  # deleted upstream: out of LRU eviction
+    await manager.prune_archive([recording_id]) -> (count, bytes)
+    manager.snapshot() -> {"cache": {bytes, limit, entries, hits, misses,
+                                     archived, archived_bytes},
                            "downloads": {active, queued, done, failed, bytes}}
     await manager.aclose()                   # cancel downloads, close the cache
 

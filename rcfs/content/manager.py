@@ -53,6 +53,11 @@ disk (diskcache, file creation, fsync, truncation, unlink) goes through
 `trio.to_thread.run_sync`. Appending a chunk is inline too, by measurement
 (see `Download._append`).
 
+Archive. A recording deleted upstream is moved out of the LRU-evicted
+cache by `archive` (see `store.py`) and served from there; `prune_archive`
+is the only way it goes. A download answered 404 reports the recording to
+`on_gone`, so the caller can mark it deleted.
+
 Errors. A download's error is stored on it and raised in every reader that
 waits for bytes it does not have: NotFound, AuthError, TemporaryFailure as
 the client raised them, CacheFull for ENOSPC. While a resumable download is
@@ -73,7 +78,7 @@ from typing import Any
 import trio
 
 from rcfs.api import Priority
-from rcfs.errors import TemporaryFailure
+from rcfs.errors import NotFound, TemporaryFailure
 
 from .download import Download, DownloadStats, SharedFd, State
 from .store import CacheStats, Store
@@ -130,12 +135,15 @@ class ContentManager:
         nursery: trio.Nursery,
         on_exact_size: Callable[[str, int], None],
         size_limit: int,
+        on_gone: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
         self._client = client
         self._nursery = nursery
         self._on_exact_size = on_exact_size
         self._size_limit = size_limit
+        self._on_gone = on_gone
+        self._archived: dict[str, int] = {}
         self._inflight: dict[str, Download] = {}
         self._handles: dict[str, _Handle] = {}
         self._cache = CacheStats(volume=0, entries=0, keys=frozenset())
@@ -154,17 +162,23 @@ class ContentManager:
         client: ContentSource,
         nursery: trio.Nursery,
         on_exact_size: Callable[[str, int], None],
+        on_gone: Callable[[str], None] | None = None,
     ) -> ContentManager:
-        """Open (creating, 0700) the cache under `cache_dir`; remove stale partial files."""
+        """Open (creating, 0700) the cache under `cache_dir`; remove stale partial files.
+
+        `on_gone(recording_id)` is called when a download is answered 404.
+        """
         store = await trio.to_thread.run_sync(Store, Path(cache_dir), size_limit)
         try:
             cache_stats = await trio.to_thread.run_sync(store.stats)
+            archived = await trio.to_thread.run_sync(store.archived)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(store.close)
             raise
-        self = cls(store, client, nursery, on_exact_size, size_limit)
+        self = cls(store, client, nursery, on_exact_size, size_limit, on_gone)
         self._cache = cache_stats
+        self._archived = archived
         return self
 
     # -- the FUSE adapter's calls --------------------------------------------
@@ -176,7 +190,7 @@ class ContentManager:
         handle = self._handles.get(rid)
         if handle is not None and handle.complete():
             return self._opened(handle, ref, hit=True)
-        if rid in self._cache.keys and rid not in self._inflight:
+        if self.is_cached(rid) and rid not in self._inflight:
             found = await trio.to_thread.run_sync(self._store.lookup, rid)
             if found is not None:
                 fd, size = found
@@ -186,6 +200,7 @@ class ContentManager:
                 else:
                     handle.attach_complete(SharedFd(fd), size)
                 return self._opened(handle, ref, hit=True)
+            self._archived.pop(rid, None)
             self._cache = CacheStats(
                 self._cache.volume, self._cache.entries - 1, self._cache.keys - {rid}
             )
@@ -231,8 +246,44 @@ class ContentManager:
             handle.close()
 
     def is_cached(self, recording_id: str) -> bool:
-        """Whether the complete content is in the cache (as of the last commit)."""
-        return recording_id in self._cache.keys
+        """Whether the complete content is cached or archived (as of the last commit)."""
+        return recording_id in self._cache.keys or recording_id in self._archived
+
+    def is_archived(self, recording_id: str) -> bool:
+        return recording_id in self._archived
+
+    async def archive(self, recording_ids: list[str]) -> tuple[set[str], set[str]]:
+        """Move these recordings' cached content out of LRU eviction, in one worker
+        thread serialised with commits. Returns (kept: cached or already archived,
+        failed: a disk error, logged; try again later). The rest were not cached."""
+        self._check_open()
+
+        def move() -> tuple[dict[str, int], set[str], CacheStats]:
+            kept, failed = {}, set()
+            for rid in recording_ids:
+                try:
+                    size = self._store.archive(rid)
+                except OSError as exc:
+                    log.warning("cannot archive recording %s: %s", rid, exc)
+                    failed.add(rid)
+                    continue
+                if size is not None:
+                    kept[rid] = size
+            return kept, failed, self._store.stats()
+
+        async with self._commit_lock:
+            kept, failed, stats = await trio.to_thread.run_sync(move)
+            self._archived.update(kept)
+            self._cache = stats
+        return set(kept), failed
+
+    async def prune_archive(self, recording_ids: list[str]) -> tuple[int, int]:
+        """Delete archived content for good; (count, bytes) removed."""
+        self._check_open()
+        count, size = await trio.to_thread.run_sync(self._store.prune, recording_ids)
+        for rid in recording_ids:
+            self._archived.pop(rid, None)
+        return count, size
 
     async def prefetch(self, ref: ContentRef, priority: int = BACKGROUND) -> None:
         """Download into the cache without a reader; returns when cached.
@@ -240,7 +291,7 @@ class ContentManager:
         Raises the download's error. Not counted as a cache hit or miss.
         """
         self._check_open()
-        if ref.recording_id in self._cache.keys and ref.recording_id not in self._inflight:
+        if self.is_cached(ref.recording_id) and ref.recording_id not in self._inflight:
             return
         await self._join(ref, priority).wait_done()
 
@@ -253,6 +304,8 @@ class ContentManager:
                 "entries": self._cache.entries,
                 "hits": self._hits,
                 "misses": self._misses,
+                "archived": len(self._archived),
+                "archived_bytes": sum(self._archived.values()),
             },
             "downloads": {
                 "active": sum(s in (State.ACTIVE, State.COMMITTING) for s in states),
@@ -338,6 +391,11 @@ class ContentManager:
         finally:
             if self._inflight.get(download.recording_id) is download:
                 del self._inflight[download.recording_id]
+        if isinstance(download.error, NotFound) and self._on_gone is not None:
+            try:
+                self._on_gone(download.recording_id)
+            except Exception:
+                log.exception("on_gone callback failed for recording %s", download.recording_id)
 
     def _committed(self, cache_stats: CacheStats) -> None:
         self._cache = cache_stats

@@ -6,6 +6,7 @@ Layout under `cache_dir` (every directory 0700)::
     partial/<session>/      one directory per running ContentManager, holding
         .lock               an flock(2) held for the session's lifetime
         <id>.<n>.part       downloads in progress
+    archive/<id>            recordings deleted upstream, kept out of LRU eviction
 
 A download is written to a `.part` file, verified, fsynced and then *moved*
 into diskcache by `_AdoptingDisk.store` (a rename, not a copy: no second copy
@@ -16,6 +17,15 @@ entry is complete or absent; stale session directories (lock not held) are
 removed when the next manager starts. The size is also stored as the entry's
 tag and checked against the file on every lookup, so a file truncated behind
 diskcache's back is dropped, never served.
+
+Archive. rcfs is an archive first: a recording deleted upstream must not be
+lost to LRU eviction. `archive` moves a cached file out of diskcache into
+`archive/` (hard link to `<id>.tmp`, rename to `<id>`, fsync the directory,
+then delete the diskcache entry), so at every instant the bytes are in the
+cache, the archive or both; a crash leaves at worst a `.tmp` (removed at the
+next start) or an entry in both places (the next `archive` call finishes the
+move). Archived files are not counted against `size_limit`; only `prune`
+removes them (`rcfs cache prune --deleted`).
 
 Everything here is synchronous and may block on the disk: the manager calls
 it through `trio.to_thread.run_sync`, never on the trio thread. diskcache's
@@ -43,6 +53,8 @@ log = logging.getLogger(__name__)
 
 CACHE_SUBDIR = "cache"
 PARTIAL_SUBDIR = "partial"
+ARCHIVE_SUBDIR = "archive"
+_TMP_SUFFIX = ".tmp"
 LOCK_NAME = ".lock"
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
@@ -100,6 +112,9 @@ class Store:
         _private_dir(cache_dir)
         partial_root = _private_dir(cache_dir / PARTIAL_SUBDIR)
         _remove_stale_sessions(partial_root)
+        self.archive_dir = _private_dir(cache_dir / ARCHIVE_SUBDIR)
+        for leftover in self.archive_dir.glob("*" + _TMP_SUFFIX):
+            leftover.unlink(missing_ok=True)  # an archive move interrupted by a crash
         self.session_dir = _private_dir(partial_root / uuid.uuid4().hex)
         self._lock_fd = os.open(self.session_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -164,10 +179,16 @@ class Store:
             self.cache.delete(row[0], retry=True)
 
     def lookup(self, recording_id: str) -> tuple[int, int] | None:
-        """(fd, size) of a complete cached file, opened; None if absent.
+        """(fd, size) of a complete cached or archived file, opened; None if absent.
 
         The get also marks the entry as recently used for LRU eviction.
         """
+        try:
+            fd = os.open(self._archive_path(recording_id), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            pass
+        else:
+            return fd, os.fstat(fd).st_size
         found = self.cache.get(recording_id, default=None, read=True, tag=True, retry=True)
         if found is None or found[0] is None:
             return None
@@ -186,6 +207,85 @@ class Store:
             self.cache.delete(recording_id, retry=True)
             return None
         return fd, size
+
+    # -- the archive ---------------------------------------------------------
+
+    def _archive_path(self, recording_id: str) -> str:
+        # "=" is outside _SAFE_ID, so a hex-encoded name cannot collide with a plain one.
+        name = recording_id if _SAFE_ID.fullmatch(recording_id) else "=" + recording_id.encode().hex()
+        return str(self.archive_dir / name)
+
+    def archive(self, recording_id: str) -> int | None:
+        """Move a cached recording into the archive; its size, or None if not cached.
+
+        Callers serialise this with commits (whose culling could evict the file
+        mid-move). Idempotent: an entry already archived is finished and reported.
+        """
+        dest = self._archive_path(recording_id)
+        if os.path.exists(dest):
+            self.cache.delete(recording_id, retry=True)  # finish an interrupted move
+            return os.stat(dest).st_size
+        found = self.cache.get(recording_id, default=None, read=True, tag=True, retry=True)
+        if found is None or found[0] is None:
+            return None
+        handle, tag = found
+        if not hasattr(handle, "fileno"):
+            return None
+        with handle:
+            src = handle.name
+            size = os.fstat(handle.fileno()).st_size
+        if not isinstance(tag, int) or size != tag:
+            log.warning("cached recording %s has %d bytes, expected %s: not archived",
+                        recording_id, size, tag)
+            return None
+        tmp = dest + _TMP_SUFFIX
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        try:
+            os.link(src, tmp)  # same file system: no copy, no doubled disk use
+        except FileNotFoundError:
+            return None
+        except OSError:  # a file system without hard links: copy, durably
+            shutil.copyfile(src, tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.rename(tmp, dest)
+        _fsync_dir(str(self.archive_dir))
+        self.cache.delete(recording_id, retry=True)
+        log.info("recording %s deleted upstream: archived (%d bytes)", recording_id, size)
+        return size
+
+    def archived(self) -> dict[str, int]:
+        """Archived recordings: id -> size."""
+        out: dict[str, int] = {}
+        for entry in os.scandir(self.archive_dir):
+            if entry.name.endswith(_TMP_SUFFIX) or not entry.is_file():
+                continue
+            name = entry.name
+            try:
+                rid = bytes.fromhex(name[1:]).decode() if name.startswith("=") else name
+            except ValueError:
+                continue  # not ours
+            out[rid] = entry.stat().st_size
+        return out
+
+    def prune(self, recording_ids: list[str]) -> tuple[int, int]:
+        """Remove archived recordings; (count, bytes) removed."""
+        count = size = 0
+        for rid in recording_ids:
+            path = self._archive_path(rid)
+            try:
+                n = os.stat(path).st_size
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            count, size = count + 1, size + n
+        if count:
+            _fsync_dir(str(self.archive_dir))
+        return count, size
 
     def stats(self) -> CacheStats:
         keys = frozenset(k for k in self.cache.iterkeys() if isinstance(k, str))

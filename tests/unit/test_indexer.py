@@ -18,6 +18,7 @@ from rcfs.indexer import (
     META_COVERED_TO,
     META_LAST_SYNC,
     META_SYNC_TOKEN,
+    SYNC_WINDOW,
     index_window,
     refresh,
 )
@@ -227,3 +228,20 @@ async def test_sync_failure_does_not_fail_refresh(index: Index) -> None:
     result = await refresh(client, index, now=NOW)
     assert result.new_recordings == 1 and index.get_recording("R0") is not None
     assert index.get_meta(META_LAST_SYNC) == NOW.isoformat()
+
+
+async def test_initial_index_sets_last_sync(index: Index) -> None:
+    client = FakeClient(records=history(3))
+    await index_window(client, index, NOW - timedelta(days=3), NOW, progress=None)
+    assert index.get_meta(META_LAST_SYNC) == NOW.isoformat()
+
+
+async def test_sync_token_older_than_30_days_is_replaced_by_fsync(index: Index) -> None:
+    client = FakeClient(records=history(3))
+    await refresh(client, index, now=NOW)  # FSync: a token, stamped NOW
+    client.syncs.clear()
+    await refresh(client, index, now=NOW + timedelta(days=29))
+    assert client.syncs[0] is not None  # still young: ISync
+    client.syncs.clear()
+    await refresh(client, index, now=NOW + timedelta(days=30) + SYNC_WINDOW)
+    assert client.syncs[0] is None  # stale: a fresh FSync, no refused request first
