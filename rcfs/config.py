@@ -9,7 +9,9 @@ formats a secret.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -18,6 +20,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from rcfs.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SERVER_URL = "https://platform.ringcentral.com"
 EMULATOR_JWT_PREFIX = "rcfs-emulator-"
@@ -31,6 +35,8 @@ _ENV_NAMES: dict[str, tuple[str, ...]] = {
     "media_url": ("RC_MEDIA_URL", "RINGCENTRAL_MEDIA_URL"),
 }
 _REQUIRED = ("client_id", "client_secret", "jwt")
+_KNOWN_KEYS = frozenset(n for names in _ENV_NAMES.values() for n in names)
+_SECRET_KEYS = frozenset(_ENV_NAMES["client_secret"] + _ENV_NAMES["jwt"])
 
 
 def is_loopback_url(url: str) -> bool:
@@ -84,6 +90,10 @@ class Credentials:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
+            try:
+                parts.port  # noqa: B018 -- raises ValueError for a bad port
+            except ValueError:
+                raise ConfigError(f"{name} {url!r} has an invalid port") from None
             if parts.scheme == "http" and not is_loopback_url(url):
                 raise ConfigError(f"{name} {url!r}: plain http is only allowed for loopback hosts")
         if self.looks_like_emulator and not (self.is_loopback and is_loopback_url(self.media_url)):
@@ -101,8 +111,21 @@ def config_dir(env: Mapping[str, str] | None = None) -> Path:
 
 def ensure_private_dir(path: Path) -> Path:
     """mkdir -p, then chmod 0700: the directory holds tokens or cached calls."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    try:
+        # Every directory created here is private, not only the last one
+        # (mkdir(parents=True) gives the parents the umask's mode).
+        missing = []
+        parent = path
+        while not parent.exists() and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        for directory in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir(mode=0o700)
+            os.chmod(directory, 0o700)
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot use {path} as a private directory: {exc.strerror}") from None
     return path
 
 
@@ -119,11 +142,16 @@ def cache_root() -> Path:
 def _read_config_file(path: Path) -> dict[str, str]:
     try:
         with path.open("rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
             data = tomllib.load(f)
     except FileNotFoundError:
         return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        # The message names a position, never the file's content (it holds secrets).
+        reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise ConfigError(f"cannot read {path}: {reason}") from None
     # Keys as in the environment (RC_SERVER_URL = "..."), case-insensitive;
     # an [rcfs] or [ringcentral] table is accepted as well as top level.
     flat: dict[str, str] = {}
@@ -133,6 +161,13 @@ def _read_config_file(path: Path) -> dict[str, str]:
             for key, value in table.items():
                 if isinstance(value, str):
                     flat[key.upper()] = value
+                elif key.upper() in _KNOWN_KEYS:
+                    raise ConfigError(
+                        f"{path}: {key} must be a string, not {type(value).__name__}"
+                    )
+    if mode & 0o077 and any(n in flat for n in _SECRET_KEYS):
+        log.warning("rcfs: %s holds secrets but other users may read it (mode %03o): "
+                    "chmod 600 %s", path, mode & 0o777, path)
     return flat
 
 

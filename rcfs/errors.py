@@ -57,6 +57,11 @@ class SyncTokenInvalid(ApiError):
     """The call-log sync token expired or is invalid (CLG-101..105): redo a full sync."""
 
 
+class UnreadableResponse(BadResponse, TemporaryFailure):
+    """A 2xx whose body is not JSON (an HTML page from a proxy, a truncated body):
+    usually a glitch between us and the API, so it is retried like a 5xx."""
+
+
 class ForeignHostRefused(BadResponse):
     """A response named a URL outside the configured platform and media hosts."""
 

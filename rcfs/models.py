@@ -17,6 +17,11 @@ from typing import Any
 
 from rcfs.errors import BadResponse
 
+# Bounds of what a call record may say, so that every later computation
+# (zone conversion, size estimates, st_size) stays in range.
+_MIN_YEAR, _MAX_YEAR = 2, 9998
+MAX_DURATION = 10**7  # seconds (~115 days)
+
 INBOUND = "Inbound"
 OUTBOUND = "Outbound"
 _DIRECTIONS = (INBOUND, OUTBOUND)
@@ -103,11 +108,15 @@ def parse_time(value: object, where: str) -> datetime:
         raise BadResponse(f"{where}: expected an ISO 8601 time, got {_short(value)}")
     try:
         dt = datetime.fromisoformat(value)
-    except ValueError:
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        dt = dt.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise BadResponse(f"{where}: unparsable time {_short(value)}") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    # A day of margin each side: naming and the tree convert to any zone.
+    if not _MIN_YEAR <= dt.year <= _MAX_YEAR:
+        raise BadResponse(f"{where}: time out of range {_short(value)}")
+    return dt
 
 
 def recordings_from_record(record: dict[str, Any]) -> list[Recording]:
@@ -122,7 +131,7 @@ def recordings_from_record(record: dict[str, Any]) -> list[Recording]:
     if not isinstance(record, dict):
         raise BadResponse(f"call-log record: expected an object, got {type(record).__name__}")
     call_id = _id_str(record.get("id"), "call-log record id")
-    where = f"call-log record {call_id}"
+    where = f"call-log record {_printable(call_id)}"
     start = parse_time(record.get("startTime"), f"{where} startTime")
     direction = record.get("direction")
     if not isinstance(direction, str) or direction not in _DIRECTIONS:
@@ -149,7 +158,7 @@ def recordings_from_record(record: dict[str, Any]) -> list[Recording]:
             return
         content_uri = rec.get("contentUri")
         if not isinstance(content_uri, str) or not content_uri:
-            raise BadResponse(f"{hwhere} recording {rid}: missing contentUri")
+            raise BadResponse(f"{hwhere} recording {_printable(rid)}: missing contentUri")
         seen.add(rid)
         out.append(Recording(
             recording_id=rid,
@@ -198,6 +207,11 @@ def record_call_id(record: object) -> str | None:
     return None
 
 
+def _printable(text: str) -> str:
+    """An id as it may appear in a one-line message: as is if plain, else escaped."""
+    return text if text.isprintable() and len(text) <= 40 else _short(text)
+
+
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -233,6 +247,7 @@ def _duration(obj: dict[str, Any], where: str) -> int:
     value = obj.get("duration")
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not 0 <= value <= MAX_DURATION):  # also refuses nan and infinities
         raise BadResponse(f"{where} duration: expected seconds, got {_short(value)}")
     return int(value)

@@ -75,14 +75,16 @@ def safe_recording_id(recording_id: str) -> str:
     """The id reduced to [A-Za-z0-9-]; an id that needed changes gets a hash suffix.
 
     Ids are normally digits and pass unchanged. Any other id is reduced and
-    suffixed with 8 hex digits of its SHA-1, so two ids that reduce alike
-    still give distinct names.
+    suffixed with `--` and 8 hex digits of its SHA-1, so two ids that reduce
+    alike still give distinct names. An id passes unchanged only if it has no
+    `--`, so no passed id can equal a reduced one.
     """
-    if _ID_OK.fullmatch(recording_id) and len(recording_id) <= _MAX_ID_CHARS:
+    if (_ID_OK.fullmatch(recording_id) and len(recording_id) <= _MAX_ID_CHARS
+            and "--" not in recording_id):
         return recording_id
     digest = hashlib.sha1(recording_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    reduced = _ID_BAD.sub("", recording_id)[: _MAX_ID_CHARS - 9]
-    return f"{reduced}-{digest}" if reduced else digest
+    reduced = _ID_BAD.sub("", recording_id)[: _MAX_ID_CHARS - 10]
+    return f"{reduced}--{digest}"
 
 
 def _fit(frm: str, to: str, budget: int) -> tuple[str, str]:

@@ -134,11 +134,16 @@ class RingCentralClient:
     def _checked_url(self, url: str, what: str) -> str:
         if url.startswith("/"):
             url = self._creds.server_url + url
-        if _origin(url) not in self._allowed:
-            host = urlsplit(url).hostname or "?"
+        try:
+            origin = _origin(url)
+        except ValueError:  # e.g. a port out of range
+            raise BadResponse(f"{what}: unusable URL from the server") from None
+        if origin not in self._allowed:
+            # scheme://host:port only: a URL may carry credentials or tokens.
+            scheme, host, port = origin
             raise ForeignHostRefused(
-                f"{what}: refusing to contact {host!r}, which is neither the platform "
-                f"({self._creds.server_url}) nor the media host ({self._creds.media_url})"
+                f"{what}: refusing to contact {scheme}://{host or '?'}:{port}, which is neither "
+                f"the platform ({self._creds.server_url}) nor the media host ({self._creds.media_url})"
             )
         return _strip_secret_params(url)
 

@@ -29,6 +29,7 @@ from rcfs.errors import (
     RcfsError,
     SyncTokenInvalid,
     TemporaryFailure,
+    UnreadableResponse,
 )
 
 log = logging.getLogger(__name__)
@@ -99,10 +100,40 @@ def parse_json_object(op: str, body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except ValueError:
-        raise BadResponse(f"{op}: response is not valid JSON") from None
+        raise UnreadableResponse(f"{op}: response is not valid JSON ({_sniff(body)})") from None
     if not isinstance(data, dict):
         raise BadResponse(f"{op}: expected a JSON object, got {type(data).__name__}")
+    if _SURROGATE_ESCAPE.search(body):
+        data = _scrub(data)
     return data
+
+
+# JSON may escape half of a surrogate pair ("\ud83d" alone). Python keeps such
+# a lone surrogate in the str, and SQLite, file names and xattrs cannot encode
+# it: one bad name would fail a whole page. They become U+FFFD instead.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    return value
+
+
+def _sniff(body: bytes) -> str:
+    """What a non-JSON body looks like, for the log: never its content (it may echo secrets)."""
+    head = body[:512].lstrip().lower()
+    if not head:
+        return "empty body"
+    if head.startswith((b"<!doctype html", b"<html")) or b"<body" in head:
+        return f"an HTML page of {len(body)} bytes"
+    if head[:1] in (b"{", b"["):
+        return f"truncated or malformed JSON, {len(body)} bytes"
+    return f"{len(body)} bytes of something else"
 
 
 class ContentResponse:

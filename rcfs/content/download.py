@@ -229,6 +229,13 @@ class Download:
             except TemporaryFailure as exc:
                 if not self._headers_seen:
                     raise  # the client's own retries for the request ran already
+                if self.total is not None and self.received == self.total:
+                    # Every byte the size promised arrived, then the body broke
+                    # (a Content-Length larger than the range): resuming at the
+                    # end could only get a 416. The file is complete.
+                    log.info("recording %s: body broke after its last byte (%s)",
+                             self.recording_id, exc)
+                    return
                 attempts = 1 if self.received > before else attempts + 1
                 if attempts >= RESUME_POLICY.max_attempts:
                     raise

@@ -3,9 +3,11 @@
 Owns the test and script hooks: counters (stats), adding calls, deleting
 recordings and records, faults and rate limits at run time, auth switches
 (invalidate the JWT, revoke or expire every token), the company-call-log
-permission, and an unauthenticated, unthrottled copy of any recording's
-content. JSON in, JSON out; a bad body is 400 with a one-line reason. Admin
-requests are not counted in the stats and never see faults.
+permission, an unauthenticated, unthrottled copy of any recording's
+content, the list of every token issued (leak tests) and per-record merge
+patches (malformed or hostile records on demand). JSON in, JSON out; a bad
+body is 400 with a one-line reason. Admin requests are not counted in the
+stats and never see faults.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class Admin:
             r("/stats/reset", self.stats_reset, "POST"),
             r("/calls", self.add_calls, "POST"),
             r("/calls/{callId}", self.delete_call, "DELETE"),
+            r("/calls/{callId}/patch", self.patch_call, "PUT"),
+            r("/tokens", self.tokens, "GET"),
             r("/recordings", self.list_recordings, "GET"),
             r("/recordings/{recordingId}", self.delete_recording, "DELETE"),
             r("/recordings/{recordingId}/content", self.content, "GET"),
@@ -156,6 +160,23 @@ class Admin:
         if not self.state.account.delete_call(request.path_params["callId"], time.time()):
             return _error(404, "no such call record")
         return Response(status_code=204)
+
+    async def patch_call(self, request: Request) -> Response:
+        """Chaos knob: a JSON merge patch applied to the record whenever it is served
+        (`{}` removes the patch). Lets tests serve malformed or hostile records."""
+        call_id = request.path_params["callId"]
+        if self.state.account.call(call_id) is None:
+            return _error(404, "no such call record")
+        body = await self._body(request)
+        if body:
+            self.state.record_patches[call_id] = body
+        else:
+            self.state.record_patches.pop(call_id, None)
+        return Response(status_code=204)
+
+    async def tokens(self, request: Request) -> Response:
+        """Every access and refresh token issued so far (for leak tests)."""
+        return json_response({"tokens": list(self.state.auth.issued)})
 
     async def list_recordings(self, request: Request) -> Response:
         recs = self.state.account.visible_recordings(time.time())

@@ -80,6 +80,8 @@ class AuthState:
         self._by_access: dict[str, Session] = {}
         self._by_refresh: dict[str, Session] = {}
         self._sessions = 0
+        # Every token ever issued, for tests that prove none of them leaks.
+        self.issued: list[str] = []
 
     def _token(self, prefix: str) -> str:
         return prefix + "".join(self._rng.choice("0123456789abcdef") for _ in range(40))
@@ -126,6 +128,7 @@ class AuthState:
         session.refresh_expires = now + REFRESH_TTL
         self._by_access[session.access_token] = session
         self._by_refresh[session.refresh_token] = session
+        self.issued += [session.access_token, session.refresh_token]
 
     def revoke(self, token: str) -> bool:
         session = self._by_access.get(token) or self._by_refresh.get(token)

@@ -41,10 +41,19 @@ def telephony_session_id(call: Call) -> str:
 class Renderer:
     """Builds record dicts with absolute URIs for one emulator's platform and media URLs."""
 
-    def __init__(self, account_id: str, server_url: str, media_url: str) -> None:
+    def __init__(
+        self,
+        account_id: str,
+        server_url: str,
+        media_url: str,
+        patches: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.account_id = account_id
         self.api = f"{server_url}/restapi/v1.0/account/{account_id}"
         self.media = f"{media_url}/restapi/v1.0/account/{account_id}"
+        # Chaos knob (PUT /__emulator/calls/{id}/patch): call id -> a JSON merge
+        # patch (RFC 7386) applied to every rendering of that record.
+        self.patches: dict[str, dict[str, Any]] = {} if patches is None else patches
 
     def extension_uri(self, ext: Extension) -> str:
         return f"{self.api}/extension/{ext.id}"
@@ -141,6 +150,9 @@ class Renderer:
             out["lastModifiedTime"] = iso(call.modified_ms)
             out["billing"] = {"costIncluded": 0.0, "costPurchased": 0.0}
             out["legs"] = [self._leg(call, leg, now) for leg in self._legs(call)]
+        patch = self.patches.get(call.id)
+        if patch is not None:
+            out = merge_patch(out, patch)
         return out
 
     @staticmethod
@@ -186,6 +198,19 @@ class Renderer:
         if leg.recording is not None and leg.recording.visible(now):
             out["recording"] = self.recording_block(leg.recording)
         return out
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge, null deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
 
 
 def _action(direction: str, fax: bool) -> str:

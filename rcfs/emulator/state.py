@@ -80,7 +80,8 @@ class EmulatorState:
         self.content_type = "audio/mpeg"
         self.server_url = ""
         self.media_url = ""
-        self.renderer = Renderer(account.account_id, "", "")
+        self.record_patches: dict[str, dict[str, Any]] = {}
+        self.renderer = Renderer(account.account_id, "", "", self.record_patches)
         self._request_ids = itertools.count(1)
         # Sync tokens name the run that issued them: a restarted emulator refuses them.
         self.sync_nonce = hashlib.blake2b(
@@ -90,7 +91,7 @@ class EmulatorState:
     def set_urls(self, server_url: str, media_url: str) -> None:
         self.server_url = server_url
         self.media_url = media_url
-        self.renderer = Renderer(self.account.account_id, server_url, media_url)
+        self.renderer = Renderer(self.account.account_id, server_url, media_url, self.record_patches)
 
     def info(self) -> dict[str, str]:
         return {

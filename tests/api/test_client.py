@@ -160,9 +160,12 @@ async def test_error_mapping(autojump_clock: trio.abc.Clock, fake: FakeRC, clien
     with pytest.raises(ApiError) as ei:
         await client.recording_info("1")
     assert ei.value.status == 400
-    fake.fail_next.extend([200])
-    with pytest.raises(BadResponse):
+    fake.fail_next.extend([200])  # a 200 that is not JSON: retried like a 5xx
+    assert (await client.recording_info("2"))["id"] == "2"
+    fake.fail_next.extend([200] * 10)
+    with pytest.raises(BadResponse, match="not valid JSON"):
         await client.recording_info("1")
+    fake.fail_next.clear()
     fake.fail_next.extend([503, 500])
     assert (await client.recording_info("5"))["id"] == "5"  # 5xx retried
     fake.fail_next.extend([503] * 10)
