@@ -54,11 +54,15 @@ ERRNO_MAP: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 # Attribute and entry timeouts are not zero: with zero, `ls -l` of 2,000
-# entries was 30x slower (STYLE.md). Files whose size is still an estimate get
-# a short attribute timeout, and `open` invalidates their attributes anyway.
+# entries was 30x slower (STYLE.md). A file whose size is still an estimate
+# gets the same timeout (1 s made repeated listings 2x slower in the
+# benchmark): `open` invalidates the kernel's attributes of every inode it
+# was shown an estimate for, so readers always see the exact size.
+XATTR_PREFIX = b"user.rc."
+
 ENTRY_TIMEOUT = 60.0
 ATTR_TIMEOUT = 60.0
-ATTR_TIMEOUT_INEXACT = 1.0
+ATTR_TIMEOUT_INEXACT = 60.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -158,6 +162,8 @@ class Operations(pyfuse3.Operations):
         self._dirs: dict[int, list[tuple[bytes, Node]]] = {}
         self._files: dict[int, _OpenFile] = {}
         self._lookups: dict[int, int] = {}
+        # Inodes whose attributes the kernel got with an estimated size.
+        self._estimates_shown: set[int] = set()
 
     # -- attributes -------------------------------------------------------
 
@@ -167,6 +173,8 @@ class Operations(pyfuse3.Operations):
         a.generation = 0
         a.entry_timeout = ENTRY_TIMEOUT
         a.attr_timeout = ATTR_TIMEOUT if node.size_exact else ATTR_TIMEOUT_INEXACT
+        if not node.size_exact and node.recording_id is not None:
+            self._estimates_shown.add(node.ino)
         a.st_mode = pyfuse3.ModeT(node.mode)
         a.st_nlink = node.nlink
         a.st_uid = node.uid
@@ -196,6 +204,7 @@ class Operations(pyfuse3.Operations):
                 self._lookups[ino] = left
             else:
                 self._lookups.pop(ino, None)
+                self._estimates_shown.discard(ino)  # the kernel dropped its attributes
 
     @_handler
     async def getattr(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -242,10 +251,12 @@ class Operations(pyfuse3.Operations):
         info = await self.content.open(
             ContentRef(rec.recording_id, rec.content_uri, rec.size if rec.size_exact else None)
         )
-        if not rec.size_exact:
-            # The size was an estimate: drop the kernel's cached attributes so
-            # fstat() on the new descriptor, and the read path's EOF, see the
-            # exact size (attr_only: nothing of this file is in the page cache).
+        if not rec.size_exact or inode in self._estimates_shown:
+            # The kernel may hold an estimated size (the download, or a
+            # prefetch since, learned the exact one): drop its cached
+            # attributes so fstat() on the new descriptor, and the read path's
+            # EOF, see the exact size. attr_only: no page of it is cached yet.
+            self._estimates_shown.discard(inode)
             pyfuse3.invalidate_inode(inode, attr_only=True)
         self._files[fh] = _OpenFile(inode, recording_id=rec.recording_id)
         # Complete and exact: let the page cache serve re-reads (keep_cache).
@@ -269,6 +280,10 @@ class Operations(pyfuse3.Operations):
     async def getxattr(
         self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, ctx: pyfuse3.RequestContext
     ) -> bytes:
+        if not name.startswith(XATTR_PREFIX):
+            # `ls -l` asks every file for security.* and system.* names: answer
+            # without touching the index (a third of a listing's daemon time).
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         value = self.vfs.xattrs(inode).get(os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)

@@ -241,3 +241,21 @@ def test_mount_errors_are_one_line(emulator: EmulatorProc, tmp_path: Path) -> No
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "rcfs-emulator-jwt" not in r.stderr
     assert not is_mounted(empty)
+
+
+def test_size_learned_without_open_is_exact_on_open(tmp_path: Path) -> None:
+    """The kernel was shown an estimate; a prefetch learns the exact size; open must not read short."""
+    require_fuse()
+    with (
+        run_emulator("--seed", "11", "--calls", "30", "--days", "10", "--rate-limits", FAST) as emu,
+        mounted(emu, tmp_path) as m,
+    ):
+        files = recordings(m.path)
+        for f in files:
+            f.stat()  # the kernel now caches estimated sizes (for 60 s)
+        m.rcfs("prefetch", str(m.path), "--wait", timeout=120)
+        for f in files:
+            expected = emu.content(rec_id(f))
+            with open(f, "rb") as fh:
+                assert os.fstat(fh.fileno()).st_size == len(expected), f
+                assert fh.read() == expected, f
