@@ -1,0 +1,308 @@
+"""What each `rcfs` subcommand does, and `main`.
+
+`rcfs mount` without `--foreground` starts the daemon as a
+detached child (`python -m rcfs mount --foreground --ready-fd N`) and waits
+on a pipe until it serves the tree or says why it cannot; forking a running
+trio process is not safe, so the child is a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rcfs.cli.display import fmt_bytes, format_status, progress_bar
+from rcfs.cli.logs import setup_logging
+from rcfs.cli.options import EXIT_FAIL, EXIT_OK, build_parser, local_zone
+from rcfs.errors import ConfigError, RcfsError
+
+log = logging.getLogger("rcfs")
+
+
+def _mount_options(args: argparse.Namespace) -> Any:
+    from rcfs.mount import MountOptions, default_since
+
+    return MountOptions(
+        mountpoint=args.mountpoint.absolute(),
+        tz=args.tz or local_zone(),
+        since=args.since or default_since(),
+        cache_dir=args.cache_dir,
+        cache_size=args.cache_size,
+        poll_interval=args.poll_interval,
+        keep_deleted=args.keep_deleted,
+        allow_other=args.allow_other,
+        uid=os.getuid() if args.uid is None else args.uid,
+        gid=os.getgid() if args.gid is None else args.gid,
+        umask=args.umask,
+    )
+
+
+def cmd_mount(args: argparse.Namespace, argv: list[str]) -> int:
+    from rcfs.config import load_credentials, state_dir
+    from rcfs.mount import check_mountpoint
+
+    opts = _mount_options(args)
+    check_mountpoint(opts.mountpoint)
+    creds = load_credentials()
+    if not args.foreground:
+        return _daemonize(argv, args)
+    log_file = args.log_file
+    try:
+        if log_file is None and args.ready_fd is not None:
+            log_file = state_dir() / "mount.log"
+        setup_logging(args.log_level, log_file, [creds.jwt, creds.client_secret])
+    except ConfigError as exc:
+        if args.ready_fd is not None:  # the daemon: tell the waiting parent why
+            from rcfs.mount import Notifier
+
+            Notifier(args.ready_fd).failed(str(exc))
+        raise
+    return _run_mount(opts, creds, args.ready_fd)
+
+
+def _run_mount(opts: Any, creds: Any, ready_fd: int | None) -> int:
+    import trio
+
+    from rcfs.mount import Notifier, serve
+
+    notifier = Notifier(ready_fd)
+    try:
+        trio.run(serve, opts, creds, notifier)
+    except RcfsError as exc:
+        log.error("%s", exc)
+        notifier.failed(str(exc))
+        if ready_fd is None:
+            print(f"rcfs: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
+def _daemonize(argv: list[str], args: argparse.Namespace) -> int:
+    """Start the daemon as a detached child and wait until it serves or fails."""
+    read_fd, write_fd = os.pipe()
+    child_argv = [sys.executable, "-m", "rcfs", *argv, "--foreground", "--ready-fd", str(write_fd)]
+    proc = subprocess.Popen(
+        child_argv,
+        pass_fds=(write_fd,),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
+    os.close(write_fd)
+    interactive = sys.stderr.isatty()
+    with os.fdopen(read_fd, "r") as pipe:
+        for line in pipe:
+            kind, _, text = line.rstrip("\n").partition(" ")
+            if kind == "ready":
+                return EXIT_OK
+            if kind == "error":
+                print(f"rcfs: {text}", file=sys.stderr)
+                proc.wait(timeout=30)
+                return EXIT_FAIL
+            if kind == "progress" and interactive:
+                print(f"rcfs: {text}", file=sys.stderr)
+    code = proc.wait()
+    print(f"rcfs: the mount process exited ({code}) before serving; see its log", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def read_status(mountpoint: Path) -> dict[str, Any]:
+    path = mountpoint / ".rcfs" / "status.json"
+    try:
+        return dict(json.loads(path.read_bytes()))
+    except FileNotFoundError:
+        raise ConfigError(f"{mountpoint} is not an rcfs mount") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise ConfigError(
+                f"{mountpoint} is a dead mount; clear it with: rcfs umount {mountpoint}"
+            ) from None
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"{path} is not valid JSON") from None
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    from rcfs.mount import _is_mounted, lazy_unmount
+
+    mp: Path = args.mountpoint.absolute()
+    if not _is_mounted(mp):
+        raise ConfigError(f"{mp} is not mounted")
+    pid = None
+    with contextlib.suppress(ConfigError):  # a dead or foreign mount: detach it below
+        pid = int(read_status(mp).get("pid", 0)) or None
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pid = None
+        deadline = time.monotonic() + 15
+        while pid is not None and _is_mounted(mp) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if _is_mounted(mp) and not lazy_unmount(mp):
+        raise RcfsError(f"could not unmount {mp} (try: fusermount3 -u -z {mp})")
+    print(f"unmounted {mp}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    st = read_status(args.mountpoint)
+    print(json.dumps(st, indent=2, sort_keys=True) if args.json else format_status(st))
+    return EXIT_OK
+
+
+def _control(mountpoint: Path, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Send one command to the daemon serving `mountpoint` (control.py)."""
+    from rcfs.control import request
+
+    path = read_status(mountpoint).get("control")
+    if not path:
+        raise ConfigError(f"{mountpoint}: the daemon advertises no control socket (an older rcfs?)")
+    return request(path, msg, timeout=timeout)
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    result = _control(args.mountpoint, {"cmd": "refresh"}, args.timeout)
+    days = result.get("changed_days") or []
+    print(f"refreshed in {result.get('seconds', 0):.1f} s: {result.get('new_recordings', 0)} new "
+          f"recordings, {result.get('deleted', 0)} deleted upstream "
+          f"({result.get('deleted_kept', 0)} kept), {len(days)} days changed"
+          + (": " + " ".join(days) if days else ""))
+    return EXIT_OK
+
+
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    msg: dict[str, Any] = {"cmd": "prefetch"}
+    if args.since is not None:
+        msg["since"] = args.since.isoformat()
+    if args.until is not None:
+        msg["until"] = args.until.isoformat()
+    queued = int(_control(args.mountpoint, msg, 60)["queued"])
+    print(f"prefetch: {queued} recordings queued; progress: rcfs status {args.mountpoint}")
+    if not args.wait:
+        return EXIT_OK
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    tty = sys.stdout.isatty()
+    while True:
+        pf = read_status(args.mountpoint).get("prefetch") or {}
+        finished = pf.get("done", 0) + pf.get("failed", 0)
+        if tty:
+            print(f"\r{progress_bar(finished, pf.get('total', 0))} {finished}/{pf.get('total', 0)}",
+                  end="", flush=True)
+        if not pf.get("running"):
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            raise RcfsError(f"prefetch still running after {args.timeout:.0f} s (see rcfs status)")
+        time.sleep(0.5)
+    if tty:
+        print()
+    print(f"prefetch: {pf.get('done', 0)} of {pf.get('total', 0)} cached, "
+          f"{pf.get('failed', 0)} failed, {fmt_bytes(pf.get('bytes', 0))}")
+    return EXIT_OK if not pf.get("failed") else EXIT_FAIL
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    if args.cache_command == "prune":
+        result = _control(args.mountpoint, {"cmd": "prune_deleted"}, 300)
+        print(f"pruned {result.get('removed', 0)} recordings deleted upstream "
+              f"({fmt_bytes(result.get('bytes', 0))})")
+        return EXIT_OK
+    raise AssertionError(args.cache_command)
+
+
+# Real rate limiting with RingCentral's headers and penalties, but budgets six
+# times the defaults, so that exploring the demo tree is not a wait. (With
+# "off" the emulator sends no headers and rcfs would keep the real defaults.)
+DEMO_RATE_LIMITS = "heavy=60/60s,medium=240/60s,light=300/60s,auth=30/60s"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import trio
+
+    from rcfs.mount import Notifier, check_mountpoint, default_since
+
+    mp = args.mountpoint.absolute()
+    check_mountpoint(mp)
+    setup_logging(args.log_level, None)
+    tmp = Path(tempfile.mkdtemp(prefix="rcfs-demo-"))
+    os.chmod(tmp, 0o700)
+    tz = args.tz or local_zone()
+
+    async def run() -> None:
+        from rcfs.config import Credentials
+        from rcfs.emulator import Emulator, EmulatorConfig
+        from rcfs.mount import MountOptions, serve
+
+        async with trio.open_nursery() as nursery:
+            emulator = Emulator(
+                EmulatorConfig(seed=args.seed, calls=args.calls, days=30, rate_limits=DEMO_RATE_LIMITS)
+            )
+            info = await nursery.start(emulator.run)
+            creds = Credentials(
+                server_url=info["server_url"], media_url=info["media_url"],
+                client_id=info["client_id"], client_secret=info["client_secret"], jwt=info["jwt"],
+            )
+            opts = MountOptions(mountpoint=mp, tz=tz, since=default_since(31),
+                                cache_dir=tmp / "cache", state_dir=tmp / "state", poll_interval=60)
+            print(f"rcfs demo: emulator at {info['server_url']}; mounting {mp} (Ctrl-C to stop)",
+                  file=sys.stderr)
+            await serve(opts, creds, Notifier(None))
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("rcfs demo: unmounted", file=sys.stderr)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:
+        from rcfs.emulator import main as emulator_main
+
+        return emulator_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "mount":
+            # The daemon child is re-run with these same arguments.
+            child_argv = [a for a in argv]
+            return cmd_mount(args, child_argv)
+        if args.command == "umount":
+            return cmd_umount(args)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "refresh":
+            return cmd_refresh(args)
+        if args.command == "prefetch":
+            return cmd_prefetch(args)
+        if args.command == "cache":
+            return cmd_cache(args)
+        if args.command == "demo":
+            return cmd_demo(args)
+    except RcfsError as exc:
+        print(f"rcfs: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return EXIT_FAIL
+    raise AssertionError(args.command)

@@ -1,0 +1,67 @@
+"""Human-readable renderings of the status document (`rcfs status`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("rcfs")
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def progress_bar(done: int, total: int, width: int = 30) -> str:
+    frac = 1.0 if total <= 0 else min(1.0, done / total)
+    filled = round(frac * width)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {frac * 100:3.0f}%"
+
+
+def format_status(st: dict[str, Any]) -> str:
+    idx, cache, dl = st.get("index", {}), st.get("cache", {}), st.get("downloads", {})
+    lines = [
+        f"account     {st.get('account', '?')}  (call log: {st.get('call_log_scope', 'company')})",
+        f"index       {idx.get('recordings', 0)} recordings in {idx.get('records', 0)} calls, "
+        f"{idx.get('oldest') or '-'} .. {idx.get('newest') or '-'}",
+        f"            {idx.get('deleted', 0)} deleted upstream ({idx.get('deleted_kept', 0)} kept"
+        f"{'' if st.get('keep_deleted', True) else ', --no-keep-deleted'}); "
+        f"last sync {idx.get('last_sync') or '-'}",
+        f"cache       {fmt_bytes(cache.get('bytes', 0))} of {fmt_bytes(cache.get('limit', 0))}, "
+        f"{cache.get('entries', 0)} recordings; {cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses",
+        f"archive     {cache.get('archived', 0)} recordings deleted upstream, "
+        f"{fmt_bytes(cache.get('archived_bytes', 0))} (never evicted; rcfs cache prune --deleted)",
+        f"downloads   {dl.get('active', 0)} active, {dl.get('queued', 0)} queued, "
+        f"{dl.get('done', 0)} done, {dl.get('failed', 0)} failed, {fmt_bytes(dl.get('bytes', 0))}",
+    ]
+    ref = st.get("refresh") or {}
+    if ref:
+        last = ref.get("last") or {}
+        summary = (f"last {last.get('time')}: {last.get('new_recordings', 0)} new, "
+                   f"{last.get('deleted', 0)} deleted" if last else "none yet")
+        lines.append(f"refresh     every {ref.get('poll_interval', 0):g} s, {ref.get('refreshes', 0)} done"
+                     f"{', running' if ref.get('running') else ''}; {summary}")
+    pf = st.get("prefetch") or {}
+    if pf.get("total"):
+        finished = pf.get("done", 0) + pf.get("failed", 0)
+        state = "running" if pf.get("running") else "done"
+        lines.append(f"prefetch    {progress_bar(finished, pf['total'])} {finished}/{pf['total']} "
+                     f"({pf.get('failed', 0)} failed, {fmt_bytes(pf.get('bytes', 0))}), {state}")
+    lines.append("rate limits")
+    reqs = st.get("requests", {})
+    for group, rl in sorted(st.get("rate_limits", {}).items()):
+        r = reqs.get(group, {})
+        paused = f", paused until {rl['paused_until']}" if rl.get("paused_until") else ""
+        lines.append(
+            f"  {group:<8} {rl.get('remaining', '?')}/{rl.get('limit', '?')}"
+            f" per {rl.get('window', '?')} s{paused}; "
+            f"sent {r.get('sent', 0)}, 429s {r.get('throttled_429', 0)}, errors {r.get('errors', 0)}; "
+            f"queued {rl.get('queued', 0)}, in flight {rl.get('in_flight', 0)}"
+        )
+    errs = st.get("errors", [])
+    lines.append(f"errors      {len(errs)} recent" + (":" if errs else ""))
+    lines.extend(f"  {e.get('time', '')} {e.get('cause', '')}" for e in errs[-5:])
+    return "\n".join(lines)
