@@ -115,6 +115,12 @@ async def index_window(
     """
     covered = _coverage(index)
     tally = _Tally()
+    if index.get_meta(META_SYNC_TOKEN) is None:
+        # Take a sync token before reading the window: every change after
+        # this point then reaches the first refresh through ISync, whatever
+        # the start time of the call it changes (a call longer than the
+        # overlap, a recording attached late to an old call).
+        await _sync(client, index, until - overlap, _Tally(), until)
     if covered is None or covered[1] < since or covered[0] > until:
         await _read(client, index, since, until, tally, progress)
         await _set_coverage(index, since, until)

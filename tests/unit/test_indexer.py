@@ -188,10 +188,12 @@ async def test_refresh_after_a_long_sleep_reads_from_coverage(index: Index) -> N
 async def test_sync_deletions_and_stale_token(index: Index) -> None:
     client = FakeClient(records=history(5))
     await index_window(client, index, NOW - timedelta(days=2), NOW)
-    await refresh(client, index, now=NOW)
-    assert client.syncs == [None]  # FSync: a first token
+    assert client.syncs == [None]  # FSync at mount: a first token
     token = index.get_meta(META_SYNC_TOKEN)
     assert token is not None
+    await refresh(client, index, now=NOW)
+    assert client.syncs == [None, token]  # then ISync
+    token = index.get_meta(META_SYNC_TOKEN)
     client.changes.append({"id": "C4", "deleted": True, "lastModifiedTime": NOW.isoformat()})
     result = await refresh(client, index, now=NOW)
     assert client.syncs[-1] == token
@@ -202,6 +204,17 @@ async def test_sync_deletions_and_stale_token(index: Index) -> None:
     await refresh(client, index, now=NOW)
     assert client.syncs[0] is not None and client.syncs[1] is None  # refused, then FSync
     assert index.get_meta(META_SYNC_TOKEN) == str(len(client.changes))
+
+
+async def test_change_to_an_old_call_after_mount_reaches_the_first_refresh(index: Index) -> None:
+    """A call that starts before the overlap window but reaches the log after the mount."""
+    client = FakeClient(records=history(3))
+    await index_window(client, index, NOW - timedelta(days=5), NOW)
+    late = rec(80, NOW - timedelta(days=3))
+    client.add(late)  # also a change the sync feed reports
+    result = await refresh(client, index, now=NOW + timedelta(minutes=5))
+    assert index.get_recording("R80") is not None
+    assert result.new_recordings == 1
 
 
 async def test_sync_requests_are_bounded(index: Index) -> None:
