@@ -90,3 +90,13 @@ def test_help_documents_every_mount_option() -> None:
     for opt in ("--foreground", "--tz", "--since", "--cache-dir", "--cache-size", "--poll-interval",
                 "--allow-other", "--uid", "--gid", "--umask", "--log-level", "--log-file"):
         assert opt in out, opt
+
+
+def test_domain_errors_are_found_inside_exception_groups() -> None:
+    from rcfs.cli.commands import _domain_error
+    from rcfs.errors import ConfigError
+
+    inner = ConfigError("cannot mount on /x: busy")
+    group = BaseExceptionGroup("nursery", [ValueError("other"), ExceptionGroup("n", [inner])])
+    assert _domain_error(group) is inner
+    assert _domain_error(ValueError("plain")) is None

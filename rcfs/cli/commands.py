@@ -79,15 +79,34 @@ def _run_mount(opts: Any, creds: Any, ready_fd: int | None) -> int:
     notifier = Notifier(ready_fd)
     try:
         trio.run(serve, opts, creds, notifier)
-    except RcfsError as exc:
-        log.error("%s", exc)
-        notifier.failed(str(exc))
-        if ready_fd is None:
-            print(f"rcfs: {exc}", file=sys.stderr)
-        return EXIT_FAIL
     except KeyboardInterrupt:
         return EXIT_OK
+    except BaseException as exc:  # the daemon's last word, as one line
+        cause = _domain_error(exc)
+        if cause is None:
+            if not isinstance(exc, Exception | BaseExceptionGroup):
+                raise
+            log.critical("internal error", exc_info=exc)
+            message = f"internal error: {exc!r} (the log has the traceback)"
+        else:
+            log.error("%s", cause)
+            message = str(cause)
+        notifier.failed(message)
+        if ready_fd is None:
+            print(f"rcfs: {message}", file=sys.stderr)
+        return EXIT_FAIL
     return EXIT_OK
+
+
+def _domain_error(exc: BaseException) -> RcfsError | None:
+    """The RcfsError behind `exc`, also when trio wrapped it in an ExceptionGroup."""
+    if isinstance(exc, RcfsError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _domain_error(inner)) is not None:
+                return found
+    return None
 
 
 def _daemonize(argv: list[str], args: argparse.Namespace) -> int:
