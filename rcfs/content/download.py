@@ -13,7 +13,7 @@ import errno
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ import trio
 from rcfs.api.retry import DEFAULT_POLICY, RetryPolicy
 from rcfs.errors import BadResponse, CacheFull, RcfsError, TemporaryFailure
 
-from .store import CacheStats, Store
+from .store import Store
 from .types import ContentResponse, ContentSource
 
 log = logging.getLogger(__name__)
@@ -146,13 +146,12 @@ class Download:
         store: Store,
         stats: DownloadStats,
         on_size: Callable[[str, int], None],
-        on_committed: Callable[[CacheStats], None],
-        commit_lock: trio.Lock,
+        commit: Callable[[Download], Awaitable[None]],
     ) -> None:
         """Fetch, verify, commit. Never raises except trio.Cancelled from outside.
 
-        Commits are serialised by `commit_lock`: each returns the cache's key
-        set after its own culling, and they must reach `on_committed` in order.
+        `commit` (the manager's) makes the verified file visible in the cache,
+        possibly in one batch with other downloads; it raises if this one failed.
         """
         try:
             with self.cancel_scope:
@@ -162,13 +161,9 @@ class Download:
                     await self._fetch(client, stats, on_size)
                     self.state = State.COMMITTING
                     assert self.total is not None
-                    async with commit_lock:
-                        cache_stats = await trio.to_thread.run_sync(
-                            store.commit, self.recording_id, fd, self.path, self.total
-                        )
-                        self.state = State.DONE
-                        stats.done += 1
-                        on_committed(cache_stats)
+                    await commit(self)
+                    self.state = State.DONE
+                    stats.done += 1
                     self._notify()
                     log.debug("recording %s cached (%d bytes)", self.recording_id, self.total)
                 except trio.Cancelled:

@@ -41,8 +41,23 @@ into diskcache, whose row is committed after the file is in place
 (`store.py`), all in a worker thread. The inode does not change, so readers
 keep their descriptor: there is no switch-over moment. After a crash an entry
 is complete or absent, and stale partial files go when the next manager
-starts. Eviction is diskcache's LRU culling against `size_limit`; an evicted
-file stays readable through descriptors already open.
+starts. Eviction is LRU against `size_limit` (`Store._evict_to_limit`); an
+evicted file stays readable through descriptors already open. Group commit:
+downloads that finish while a commit runs queue up, and the next one commits
+them all in one thread hop (still one row, one transaction per recording).
+The key set (`is_cached`) and the volume are kept from what commits report
+(the evicted keys): one full scan at `create`, none per commit.
+
+Idle descriptors. After the last release of a complete file its descriptor
+is parked in an LRU (`_idle`, `idle_fds()` entries), so opening it again
+(`cat` after `file`, a player's re-open, a warm re-read) never leaves the trio
+thread: no lookup, no thread hop. An entry leaves it, closed, when the LRU
+overflows, when the recording is evicted from the cache, archived or pruned,
+so `is_cached` stays true and an evicted file's blocks are freed. Recency for
+LRU eviction is recorded per open (`_touched`, wall time) and written in
+batches: by the next commit just before it evicts, by a background task
+`_TOUCH_DELAY` seconds after an open, and at `aclose`; a lookup no longer
+writes diskcache on every open.
 
 Reads. A complete file is served by `os.pread` on a descriptor kept open per
 recording (refcounted by open/release), inline on the trio thread: STYLE.md's
@@ -70,6 +85,9 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,12 +99,14 @@ from rcfs.api import Priority
 from rcfs.errors import NotFound, TemporaryFailure
 
 from .download import Download, DownloadStats, SharedFd, State
-from .store import CacheStats, Store
+from .store import Committed, Store, ToCommit
 from .types import BACKGROUND, INTERACTIVE, ContentRef, ContentSource, OpenInfo
 
 log = logging.getLogger(__name__)
 
 _CLOSE_TIMEOUT = 10.0  # seconds aclose waits for cancelled downloads to clean up
+IDLE_FDS_MAX = 4096  # descriptors of released, complete files kept open (see the essay)
+_TOUCH_DELAY = 5.0  # seconds: recency of opens reaches diskcache within this
 
 
 @dataclass
@@ -146,7 +166,14 @@ class ContentManager:
         self._archived: dict[str, int] = {}
         self._inflight: dict[str, Download] = {}
         self._handles: dict[str, _Handle] = {}
-        self._cache = CacheStats(volume=0, entries=0, keys=frozenset())
+        self._keys: set[str] = set()  # cached in the LRU cache (not the archive)
+        self._volume = 0  # bytes, as counted against size_limit
+        self._idle: OrderedDict[str, tuple[SharedFd, int]] = OrderedDict()  # id -> (fd, size)
+        self.idle_limit = idle_fds()
+        self._touched: dict[str, float] = {}  # id -> time.time() of its last open
+        self._touch_wanted = trio.Event()
+        self._touch_scope = trio.CancelScope()
+        self._to_commit: list[_Commit] = []
         self._downloads = DownloadStats()
         self._commit_lock = trio.Lock()
         self._hits = 0
@@ -170,15 +197,17 @@ class ContentManager:
         """
         store = await trio.to_thread.run_sync(Store, Path(cache_dir), size_limit)
         try:
-            cache_stats = await trio.to_thread.run_sync(store.stats)
+            cache_stats = await trio.to_thread.run_sync(store.scan)
             archived = await trio.to_thread.run_sync(store.archived)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(store.close)
             raise
         self = cls(store, client, nursery, on_exact_size, size_limit, on_gone)
-        self._cache = cache_stats
+        self._keys = set(cache_stats.keys)
+        self._volume = cache_stats.volume
         self._archived = archived
+        nursery.start_soon(self._write_touches, name="content cache recency")
         return self
 
     # -- the FUSE adapter's calls --------------------------------------------
@@ -191,6 +220,12 @@ class ContentManager:
         if handle is not None and handle.complete():
             return self._opened(handle, ref, hit=True)
         if self.is_cached(rid) and rid not in self._inflight:
+            idle = self._unpark(rid)
+            if idle is not None:  # no lookup, no thread hop
+                handle = self._handle(ref)
+                handle.attach_complete(*idle)
+                self._touch(rid)
+                return self._opened(handle, ref, hit=True)
             found = await trio.to_thread.run_sync(self._store.lookup, rid)
             if found is not None:
                 fd, size = found
@@ -199,11 +234,10 @@ class ContentManager:
                     os.close(fd)
                 else:
                     handle.attach_complete(SharedFd(fd), size)
+                self._touch(rid)
                 return self._opened(handle, ref, hit=True)
+            self._forget(rid)
             self._archived.pop(rid, None)
-            self._cache = CacheStats(
-                self._cache.volume, self._cache.entries - 1, self._cache.keys - {rid}
-            )
         download = self._join(ref, INTERACTIVE)
         await download.wait_size()
         handle = self._handle(ref)
@@ -243,11 +277,14 @@ class ContentManager:
         handle.refs -= 1
         if handle.refs <= 0:
             del self._handles[recording_id]
+            if handle.complete() and handle.fd is not None and self.is_cached(recording_id):
+                self._park(recording_id, handle.fd, handle.size)
+                handle.fd = None  # the reference now belongs to the idle LRU
             handle.close()
 
     def is_cached(self, recording_id: str) -> bool:
         """Whether the complete content is cached or archived (as of the last commit)."""
-        return recording_id in self._cache.keys or recording_id in self._archived
+        return recording_id in self._keys or recording_id in self._archived
 
     def is_archived(self, recording_id: str) -> bool:
         return recording_id in self._archived
@@ -258,7 +295,7 @@ class ContentManager:
         failed: a disk error, logged; try again later). The rest were not cached."""
         self._check_open()
 
-        def move() -> tuple[dict[str, int], set[str], CacheStats]:
+        def move() -> tuple[dict[str, int], set[str], int]:
             kept, failed = {}, set()
             for rid in recording_ids:
                 try:
@@ -269,12 +306,14 @@ class ContentManager:
                     continue
                 if size is not None:
                     kept[rid] = size
-            return kept, failed, self._store.stats()
+            return kept, failed, self._store.volume()
 
         async with self._commit_lock:
-            kept, failed, stats = await trio.to_thread.run_sync(move)
+            kept, failed, volume = await trio.to_thread.run_sync(move)
+            for rid in kept:
+                self._forget(rid)  # out of the LRU cache (an idle fd is closed)
             self._archived.update(kept)
-            self._cache = stats
+            self._volume = volume
         return set(kept), failed
 
     async def prune_archive(self, recording_ids: list[str]) -> tuple[int, int]:
@@ -282,7 +321,8 @@ class ContentManager:
         self._check_open()
         count, size = await trio.to_thread.run_sync(self._store.prune, recording_ids)
         for rid in recording_ids:
-            self._archived.pop(rid, None)
+            if self._archived.pop(rid, None) is not None:
+                self._drop_idle(rid)  # a pruned file's blocks are freed on close
         return count, size
 
     async def prefetch(self, ref: ContentRef, priority: int = BACKGROUND) -> None:
@@ -299,9 +339,9 @@ class ContentManager:
         states = [d.state for d in self._inflight.values()]
         return {
             "cache": {
-                "bytes": self._cache.volume,
+                "bytes": self._volume,
                 "limit": self._size_limit,
-                "entries": self._cache.entries,
+                "entries": len(self._keys),
                 "hits": self._hits,
                 "misses": self._misses,
                 "archived": len(self._archived),
@@ -321,6 +361,7 @@ class ContentManager:
         if self._closed:
             return
         self._closed = True
+        self._touch_scope.cancel()
         with trio.CancelScope(shield=True):
             downloads = list(self._inflight.values())
             for download in downloads:
@@ -333,6 +374,14 @@ class ContentManager:
             for handle in self._handles.values():
                 handle.close()
             self._handles.clear()
+            while self._idle:
+                self._idle.popitem()[1][0].release()
+            if self._touched:
+                touched, self._touched = self._touched, {}
+                try:
+                    await trio.to_thread.run_sync(self._store.touch, touched)
+                except Exception as exc:  # recency only: never fail the unmount
+                    log.warning("cannot record recent opens in the content cache: %s", exc)
             await trio.to_thread.run_sync(self._store.close)
 
     # -- internals -----------------------------------------------------------
@@ -381,12 +430,7 @@ class ContentManager:
     async def _run(self, download: Download) -> None:
         try:
             await download.run(
-                self._client,
-                self._store,
-                self._downloads,
-                self._report_size,
-                self._committed,
-                self._commit_lock,
+                self._client, self._store, self._downloads, self._report_size, self._commit
             )
         finally:
             if self._inflight.get(download.recording_id) is download:
@@ -397,6 +441,155 @@ class ContentManager:
             except Exception:
                 log.exception("on_gone callback failed for recording %s", download.recording_id)
 
-    def _committed(self, cache_stats: CacheStats) -> None:
-        self._cache = cache_stats
+    # -- commits ---------------------------------------------------------------
 
+    async def _commit(self, download: Download) -> None:
+        """Commit a verified download, batched with any that finish meanwhile.
+
+        Whoever takes the lock commits every queued download in one thread hop
+        (a combining lock); the others find theirs done when they get it. The
+        batch holds its own reference to each descriptor, so a download
+        cancelled while its batch runs cannot close the fd under the worker.
+        Raises this download's commit error.
+        """
+        assert download.fd is not None and download.total is not None
+        item = _Commit(download.recording_id, download.fd.acquire(), download.path, download.total)
+        self._to_commit.append(item)
+        try:
+            async with self._commit_lock:
+                if not item.done:
+                    await self._commit_batch()
+        finally:
+            if item in self._to_commit:  # cancelled before any batch took it
+                self._to_commit.remove(item)
+                item.fd.release()
+        if item.error is not None:
+            raise item.error
+
+    async def _commit_batch(self) -> None:
+        """Commit every queued download; the caller holds `_commit_lock`."""
+        batch, self._to_commit = self._to_commit, []
+        touched, self._touched = self._touched, {}
+        started = False
+
+        def work() -> Committed:
+            nonlocal started
+            started = True
+            return self._store.commit(
+                [ToCommit(i.recording_id, i.fd.fd, i.path, i.size) for i in batch], touched
+            )
+
+        try:
+            result = await trio.to_thread.run_sync(work)
+        except BaseException as exc:
+            if not started:  # cancelled before the thread ran: nothing happened
+                self._to_commit[:0] = batch
+                self._touched = {**touched, **self._touched}
+                raise
+            result = Committed(volume=self._volume)
+            result.errors = {i.recording_id: _as_exception(exc) for i in batch}
+            if not isinstance(exc, Exception):
+                raise  # an Exception is each download's error: logged by it
+        finally:
+            if started:
+                self._committed(batch, result)
+
+    def _committed(self, batch: list[_Commit], result: Committed) -> None:
+        """Apply a commit's result (no checkpoint: runs to the end)."""
+        for item in batch:
+            item.done = True
+            item.error = result.errors.get(item.recording_id)
+            if item.error is None:
+                self._keys.add(item.recording_id)
+            item.fd.release()
+        for rid in result.evicted:
+            self._forget(rid)
+        self._volume = result.volume
+
+    # -- idle descriptors and recency -------------------------------------------
+
+    def _park(self, rid: str, fd: SharedFd, size: int) -> None:
+        old = self._idle.pop(rid, None)
+        if old is not None:
+            old[0].release()
+        self._idle[rid] = (fd, size)
+        while len(self._idle) > self.idle_limit:
+            self._idle.popitem(last=False)[1][0].release()
+
+    def _unpark(self, rid: str) -> tuple[SharedFd, int] | None:
+        idle = self._idle.pop(rid, None)
+        if idle is None:
+            return None
+        fd, size = idle
+        # The lookup checks the size against the entry's tag; an fstat of an
+        # open descriptor (no disk I/O, ~1 us) keeps that check for parked ones.
+        if os.fstat(fd.fd).st_size != size:
+            fd.release()
+            return None
+        return idle
+
+    def _drop_idle(self, rid: str) -> None:
+        idle = self._idle.pop(rid, None)
+        if idle is not None:
+            # Inline close, as for the last reader of an evicted file: freeing
+            # an unlinked file's blocks is a quick metadata update.
+            idle[0].release()
+
+    def _forget(self, rid: str) -> None:
+        """The recording left the LRU cache (evicted, archived, or found gone)."""
+        self._keys.discard(rid)
+        self._touched.pop(rid, None)
+        if rid not in self._archived:
+            self._drop_idle(rid)
+
+    def _touch(self, rid: str) -> None:
+        if rid not in self._keys:
+            return  # archived: not in LRU eviction
+        # Wall time, not trio.current_time(): compared with diskcache's own
+        # access times (time.time()) and kept across mounts.
+        self._touched[rid] = time.time()
+        self._touch_wanted.set()
+
+    async def _write_touches(self) -> None:
+        """Background task: write recent opens' recency within `_TOUCH_DELAY` s."""
+        with self._touch_scope:
+            while True:
+                await self._touch_wanted.wait()
+                await trio.sleep(_TOUCH_DELAY)
+                self._touch_wanted = trio.Event()
+                async with self._commit_lock:  # exact LRU order against eviction
+                    touched, self._touched = self._touched, {}
+                    if not touched:
+                        continue
+                    try:
+                        await trio.to_thread.run_sync(self._store.touch, touched)
+                    except Exception as exc:
+                        log.warning("cannot record recent opens in the content cache: %s", exc)
+
+
+def idle_fds() -> int:
+    """How many idle descriptors to keep: a quarter of RLIMIT_NOFILE, at most
+    IDLE_FDS_MAX (a cyclic re-read of N files only hits an LRU of >= N entries;
+    1,024 descriptors, a common soft limit, give 256)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 4 * IDLE_FDS_MAX
+    return max(16, min(IDLE_FDS_MAX, soft // 4))
+
+
+@dataclass(eq=False)
+class _Commit:
+    """A download waiting for (or in) a group commit."""
+
+    recording_id: str
+    fd: SharedFd  # the batch's own reference
+    path: str
+    size: int
+    done: bool = False
+    error: Exception | None = None
+
+
+def _as_exception(exc: BaseException) -> Exception:
+    if isinstance(exc, Exception):
+        return exc
+    return TemporaryFailure(f"content cache commit interrupted: {exc!r}")
