@@ -33,7 +33,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -381,14 +381,23 @@ class Index:
         self, recording_id: str, size: int, content_type: str | None = None
     ) -> bool:
         """Persist the exact size (and the served content type); True if it changed."""
+        return bool(self.set_exact_sizes({recording_id: (size, content_type)}))
+
+    def set_exact_sizes(self, sizes: Mapping[str, tuple[int, str | None]]) -> set[str]:
+        """`set_exact_size` for many recordings in one transaction (recording id ->
+        (size, content type or None)); returns the ids whose row changed."""
+        changed: set[str] = set()
         with self._write() as conn:
-            row = conn.execute(
-                "UPDATE recordings SET exact_size=?, content_type=COALESCE(?, content_type) "
-                "WHERE recording_id=? AND (exact_size IS NOT ? OR content_type IS NOT "
-                "COALESCE(?, content_type)) RETURNING id",
-                (size, content_type, recording_id, size, content_type),
-            ).fetchone()
-        return row is not None
+            for recording_id, (size, content_type) in sizes.items():
+                row = conn.execute(
+                    "UPDATE recordings SET exact_size=?, content_type=COALESCE(?, content_type) "
+                    "WHERE recording_id=? AND (exact_size IS NOT ? OR content_type IS NOT "
+                    "COALESCE(?, content_type)) RETURNING id",
+                    (size, content_type, recording_id, size, content_type),
+                ).fetchone()
+                if row is not None:
+                    changed.add(recording_id)
+        return changed
 
     def set_meta(self, key: str, value: str | None) -> None:
         with self._write() as conn:

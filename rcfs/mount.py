@@ -195,6 +195,7 @@ async def _serve_tree(
         fuse_options.add("allow_other")
 
     async with trio.open_nursery() as nursery:
+        await nursery.start(vfs.run)  # writes learned exact sizes to the index, in batches
         content = await ContentManager.create(
             cache_dir=cache_dir,
             size_limit=opts.cache_size,

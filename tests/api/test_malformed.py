@@ -74,7 +74,7 @@ def first_n(n: int, make: Callable[[httpx.Request], httpx.Response]) -> Override
     left = [n]
 
     def override(request: httpx.Request) -> httpx.Response | None:
-        if "call-log" in request.url.path and left[0] > 0:
+        if request.url.path.endswith("/call-log") and left[0] > 0:
             left[0] -= 1
             return make(request)
         return None

@@ -170,3 +170,14 @@ def test_writes_from_threads_reads_inline(index: Index) -> None:
         t.join()
     assert errors == []
     assert index.stats()["recordings"] == 80
+
+
+def test_set_exact_sizes_in_one_batch(index: Index) -> None:
+    index.upsert_records([make_record("C1", recording_id="R1"),
+                          make_record("C2", recording_id="R2")])
+    index.set_exact_size("R2", 20, "audio/wav")
+    changed = index.set_exact_sizes({"R1": (10, "audio/mpeg"), "R2": (20, None), "nope": (1, None)})
+    assert changed == {"R1"}
+    r1, r2 = index.get_recording("R1"), index.get_recording("R2")
+    assert r1 is not None and (r1.exact_size, r1.content_type) == (10, "audio/mpeg")
+    assert r2 is not None and (r2.exact_size, r2.content_type) == (20, "audio/wav")

@@ -162,7 +162,8 @@ def test_xattrs(filled: Index) -> None:
         "user.rc.size_exact": b"0",
     }
     assert vfs.xattrs(walk(vfs, "/2026/11/23").ino) == {}
-    filled.mark_deleted(["R2b"])
+    # Index changes reach the tree through invalidate (as freshness does).
+    vfs.invalidate(filled.mark_deleted(["R2b"]))
     assert vfs.xattrs(leg.ino)["user.rc.deleted"] == b"1"
 
 
