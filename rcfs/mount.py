@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from zoneinfo import ZoneInfo
 import pyfuse3
 import trio
 
-from rcfs.api import RingCentralClient
+from rcfs.api import RingCentralClient, default_token_path
 from rcfs.config import Credentials, cache_root, ensure_private_dir, state_dir
 from rcfs.content import ContentManager
 from rcfs.control import ControlServer, Handler, remove_stale, socket_path
@@ -106,9 +107,7 @@ def check_mountpoint(path: Path) -> None:
                 f"mountpoint {path} is a dead mount; clear it with: rcfs umount {path}"
             ) from None
         raise ConfigError(f"mountpoint {path}: {exc.strerror}") from None
-    import stat as _stat
-
-    if not _stat.S_ISDIR(st.st_mode):
+    if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"mountpoint {path} is not a directory")
     if os.path.ismount(path):
         raise ConfigError(f"mountpoint {path} is busy: something is already mounted there")
@@ -127,7 +126,8 @@ async def serve(opts: MountOptions, creds: Credentials, notifier: Notifier) -> N
     errors = ErrorLog()
     started = datetime.now(UTC)
     root_state = ensure_private_dir(opts.state_dir or state_dir())
-    async with RingCentralClient.open(creds, token_path=root_state / "token.json") as client:
+    token_path = default_token_path(creds, root_state)
+    async with RingCentralClient.open(creds, token_path=token_path) as client:
         await client.login()
         account = str((await client.account_info()).get("id", "account"))
         acct_state = ensure_private_dir(root_state / "accounts" / _account_dir_name(account))

@@ -9,6 +9,7 @@ the public names.
 
 from __future__ import annotations
 
+from rcfs.api.auth import default_token_path
 from rcfs.api.client import RingCentralClient, SyncResult
 from rcfs.api.groups import DEFAULT_BUDGETS, OPERATION_GROUPS, Budget
 from rcfs.api.ratelimit import Priority, RateLimiter
@@ -25,5 +26,6 @@ __all__ = [
     "RetryPolicy",
     "RingCentralClient",
     "SyncResult",
+    "default_token_path",
     "retrying",
 ]

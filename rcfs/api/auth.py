@@ -48,8 +48,9 @@ def fingerprint(creds: Credentials) -> str:
     return h.hexdigest()[:20]
 
 
-def default_token_path(creds: Credentials) -> Path:
-    return ensure_private_dir(state_dir() / "tokens") / f"{fingerprint(creds)}.json"
+def default_token_path(creds: Credentials, root: Path | None = None) -> Path:
+    """One token file per credential set, so switching accounts never mixes tokens."""
+    return ensure_private_dir((root or state_dir()) / "tokens") / f"{fingerprint(creds)}.json"
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,14 @@ def test_xattrs(mount: Mount) -> None:
                  "content_type", "size_exact"):
         assert f"user.rc.{name}=" in out, name
     assert os.getxattr(f, "user.rc.recording_id").decode() == rec_id(f)
+    with pytest.raises(OSError) as exc:
+        os.getxattr(f, "user.other")
+    assert exc.value.errno == errno.ENODATA
+    # Other namespaces are "not supported", so `ls -l` stops asking after one file.
+    for name in ("security.selinux", "system.posix_acl_access"):
+        with pytest.raises(OSError) as exc:
+            os.getxattr(f, name)
+        assert exc.value.errno == errno.EOPNOTSUPP, name
 
 
 def test_read_only(mount: Mount) -> None:
