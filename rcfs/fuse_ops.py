@@ -53,16 +53,15 @@ ERRNO_MAP: tuple[tuple[type[BaseException], int], ...] = (
     (RcfsError, errno.EIO),
 )
 
+XATTR_PREFIX = b"user.rc."
+
 # Attribute and entry timeouts are not zero: with zero, `ls -l` of 2,000
 # entries was 30x slower (STYLE.md). A file whose size is still an estimate
 # gets the same timeout (1 s made repeated listings 2x slower in the
 # benchmark): `open` invalidates the kernel's attributes of every inode it
 # was shown an estimate for, so readers always see the exact size.
-XATTR_PREFIX = b"user.rc."
-
 ENTRY_TIMEOUT = 60.0
 ATTR_TIMEOUT = 60.0
-ATTR_TIMEOUT_INEXACT = 60.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -172,7 +171,7 @@ class Operations(pyfuse3.Operations):
         a.st_ino = pyfuse3.InodeT(node.ino)
         a.generation = 0
         a.entry_timeout = ENTRY_TIMEOUT
-        a.attr_timeout = ATTR_TIMEOUT if node.size_exact else ATTR_TIMEOUT_INEXACT
+        a.attr_timeout = ATTR_TIMEOUT
         if not node.size_exact and node.recording_id is not None:
             self._estimates_shown.add(node.ino)
         a.st_mode = pyfuse3.ModeT(node.mode)

@@ -172,6 +172,27 @@ OPENAPI_CANDIDATES = (
 )
 
 
+def client_env(info: dict[str, str], home: Path) -> dict[str, str]:
+    """The environment for an rcfs process pointed at an emulator, all state under `home`.
+
+    Inherited RC_*/RINGCENTRAL_* credentials are dropped so that a real
+    account's variables can never leak into a test or benchmark run.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RC_", "RINGCENTRAL_"))}
+    env.update(
+        RC_SERVER_URL=info["server_url"],
+        RC_MEDIA_URL=info["media_url"],
+        RC_APP_CLIENT_ID=info["client_id"],
+        RC_APP_CLIENT_SECRET=info["client_secret"],
+        RC_USER_JWT=info["jwt"],
+        XDG_STATE_HOME=str(home / "state"),
+        XDG_CACHE_HOME=str(home / "cache"),
+        XDG_CONFIG_HOME=str(home / "config"),
+        TZ="UTC",
+    )
+    return env
+
+
 def openapi_path() -> Path | None:
     env = os.environ.get("RCFS_OPENAPI")
     for candidate in ([Path(env)] if env else []) + list(OPENAPI_CANDIDATES):

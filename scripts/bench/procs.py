@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from rcfs.emulator.testing import client_env
+
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 HERE = Path(__file__).resolve().parent
@@ -213,22 +215,7 @@ class RcfsMount:
 
 
 def rcfs_env(emu: Emulator, home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    for key in list(env):
-        if key.startswith(("RC_", "RINGCENTRAL_")):
-            del env[key]
-    env.update(
-        RC_SERVER_URL=emu.info["server_url"],
-        RC_MEDIA_URL=emu.info["media_url"],
-        RC_APP_CLIENT_ID=emu.info["client_id"],
-        RC_APP_CLIENT_SECRET=emu.info["client_secret"],
-        RC_USER_JWT=emu.info["jwt"],
-        XDG_STATE_HOME=str(home / "state"),
-        XDG_CACHE_HOME=str(home / "cache"),
-        XDG_CONFIG_HOME=str(home / "config"),
-        TZ="UTC",
-    )
-    return env
+    return client_env(emu.info, home)
 
 
 @contextlib.contextmanager

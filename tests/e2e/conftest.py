@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
+from rcfs.emulator.testing import client_env
+
 REQUIRE_FUSE = os.environ.get("RCFS_REQUIRE_FUSE") == "1"
 
 # Generous but real limits: the emulator sends rate-limit headers, which rcfs
@@ -132,19 +134,7 @@ class Mount:
 
 
 def rcfs_env(emu: EmulatorProc, home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        RC_SERVER_URL=emu.info["server_url"],
-        RC_MEDIA_URL=emu.info["media_url"],
-        RC_APP_CLIENT_ID=emu.info["client_id"],
-        RC_APP_CLIENT_SECRET=emu.info["client_secret"],
-        RC_USER_JWT=emu.info["jwt"],
-        XDG_STATE_HOME=str(home / "state"),
-        XDG_CACHE_HOME=str(home / "cache"),
-        XDG_CONFIG_HOME=str(home / "config"),
-        TZ="UTC",
-    )
-    return env
+    return client_env(emu.info, home)
 
 
 def unmount(path: Path, proc: subprocess.Popen[bytes] | None) -> None:

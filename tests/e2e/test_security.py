@@ -74,8 +74,9 @@ def test_no_secret_in_logs_status_or_errors(tmp_path: Path) -> None:
         assert secret not in text, f"a secret ({secret[:12]}...) leaked"
     for needle in ("access_token=", "refresh_token=", "Bearer ", "Basic ", "assertion="):
         assert needle not in text, needle
-    # The token store itself holds the current token (it must), mode 0600.
-    for token_file in (tmp_path / "state").rglob("token*.json"):
+    # The token store holds the current token (if the refused login left one), mode 0600;
+    # test_files_and_directories_are_private_whatever_the_umask checks that it exists.
+    for token_file in (tmp_path / "state").rglob("tokens/*.json"):
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
 
 
@@ -93,7 +94,8 @@ def test_files_and_directories_are_private_whatever_the_umask(tmp_path: Path) ->
                 assert root.is_dir()
                 for d in [root, *(p for p in root.rglob("*") if p.is_dir())]:
                     assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
-            tokens = [p for p in (tmp_path / "state").rglob("*") if p.is_file() and "token" in p.name]
+            tokens = [p for p in (tmp_path / "state").rglob("*")
+                      if p.is_file() and "token" in str(p.relative_to(tmp_path))]
             assert tokens
             for f in [*tokens, m.log]:
                 assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
