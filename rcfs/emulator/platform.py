@@ -216,6 +216,15 @@ class Platform:
             "[FullCompanyCallLog] permission for requested resource.",
         )
 
+    def _call_log_scope(
+        self, request: Request, session: Session | None
+    ) -> tuple[str | None, Response | None]:
+        """`_scope`, plus the company-wide permission when no extension is named."""
+        ext_id, error = self._scope(request, session)
+        if error is None and ext_id is None:
+            error = self._forbidden_company()
+        return ext_id, error
+
     def _scope(self, request: Request, session: Session | None) -> tuple[str | None, Response | None]:
         """Check {accountId} (and {extensionId}); returns the extension id to filter on."""
         account_id = request.path_params["accountId"]
@@ -237,11 +246,9 @@ class Platform:
         return await self.state.guard(request, "readUserCallLog", self._call_log)
 
     async def _call_log(self, request: Request, session: Session | None) -> Response:
-        ext_id, error = self._scope(request, session)
+        ext_id, error = self._call_log_scope(request, session)
         if error is not None:
             return error
-        if ext_id is None and (forbidden := self._forbidden_company()) is not None:
-            return forbidden
         params = list(request.query_params.multi_items())
         try:
             return self._call_log_page(request, params, ext_id)
@@ -318,11 +325,9 @@ class Platform:
         return await self.state.guard(request, "readUserCallRecord", self._record)
 
     async def _record(self, request: Request, session: Session | None) -> Response:
-        ext_id, error = self._scope(request, session)
+        ext_id, error = self._call_log_scope(request, session)
         if error is not None:
             return error
-        if ext_id is None and (forbidden := self._forbidden_company()) is not None:
-            return forbidden
         record_id = request.path_params["callRecordId"]
         try:
             detailed = view_detailed(list(request.query_params.multi_items()))
@@ -346,11 +351,9 @@ class Platform:
         return await self.state.guard(request, "syncUserCallLog", self._sync)
 
     async def _sync(self, request: Request, session: Session | None) -> Response:
-        ext_id, error = self._scope(request, session)
+        ext_id, error = self._call_log_scope(request, session)
         if error is not None:
             return error
-        if ext_id is None and (forbidden := self._forbidden_company()) is not None:
-            return forbidden
         params = list(request.query_params.multi_items())
         uri = f"{self.state.server_url}{request.url.path}"
         if request.url.query:
