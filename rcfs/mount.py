@@ -285,12 +285,12 @@ def lazy_unmount(mountpoint: Path) -> bool:
             subprocess.run(cmd, check=False, capture_output=True, timeout=15)
         except (OSError, subprocess.TimeoutExpired):
             continue
-        if not _is_mounted(mountpoint):
+        if not is_mounted(mountpoint):
             return True
-    return not _is_mounted(mountpoint)
+    return not is_mounted(mountpoint)
 
 
-def _is_mounted(mountpoint: Path) -> bool:
+def is_mounted(mountpoint: Path) -> bool:
     target = os.path.realpath(mountpoint)
     try:
         with open("/proc/self/mounts") as f:

@@ -157,10 +157,10 @@ def read_status(mountpoint: Path) -> dict[str, Any]:
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from rcfs.mount import _is_mounted, lazy_unmount
+    from rcfs.mount import is_mounted, lazy_unmount
 
     mp: Path = args.mountpoint.absolute()
-    if not _is_mounted(mp):
+    if not is_mounted(mp):
         raise ConfigError(f"{mp} is not mounted")
     pid = None
     with contextlib.suppress(ConfigError):  # a dead or foreign mount: detach it below
@@ -171,9 +171,9 @@ def cmd_umount(args: argparse.Namespace) -> int:
         except ProcessLookupError:
             pid = None
         deadline = time.monotonic() + 15
-        while pid is not None and _is_mounted(mp) and time.monotonic() < deadline:
+        while pid is not None and is_mounted(mp) and time.monotonic() < deadline:
             time.sleep(0.05)
-    if _is_mounted(mp) and not lazy_unmount(mp):
+    if is_mounted(mp) and not lazy_unmount(mp):
         raise RcfsError(f"could not unmount {mp} (try: fusermount3 -u -z {mp})")
     print(f"unmounted {mp}")
     return EXIT_OK

@@ -273,10 +273,7 @@ class Download:
             return
         self.total = size
         self._notify()
-        try:
-            on_size(self.recording_id, size)
-        except Exception:
-            log.exception("on_exact_size callback failed for recording %s", self.recording_id)
+        on_size(self.recording_id, size)  # the manager's _report_size: never raises
 
     def _append(self, chunk: bytes) -> None:
         assert self.fd is not None
