@@ -180,9 +180,9 @@ async def _serve_tree(
             "refresh": lambda: fresh.snapshot() if fresh else None,
             "prefetch": lambda: prefetcher.snapshot() if prefetcher else None,
             "errors": errors.snapshot,
-            "_merge": lambda: {**client.snapshot(), **(content.snapshot() if content else {})},
         }
-        return build_status(sections)
+        return build_status(
+            sections, [client.snapshot, lambda: content.snapshot() if content else {}])
 
     def on_gone(recording_id: str) -> None:
         if fresh is not None:

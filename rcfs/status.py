@@ -12,7 +12,7 @@ import collections
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,18 +41,28 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def build_status(sections: dict[str, Callable[[], Any]]) -> bytes:
-    """Render the status document; a failing section reports its error, not the daemon's death."""
+def build_status(
+    sections: dict[str, Callable[[], Any]],
+    merged: Sequence[Callable[[], dict[str, Any]]] = (),
+) -> bytes:
+    """Render the status document; a failing section reports its error, not the daemon's death.
+
+    `sections` fill one key each; each of `merged` returns several top-level
+    keys at once (a component's own snapshot, e.g. `rate_limits` + `requests`).
+    """
     doc: dict[str, Any] = {}
     for key, fn in sections.items():
-        try:
-            value = fn()
-        except Exception as exc:  # status must always render
-            log.debug("status section %s failed", key, exc_info=True)
-            value = {"error": repr(exc)}
-        if isinstance(value, dict) and key == "_merge":
-            doc.update(value)
-        else:
-            doc[key] = value
+        doc[key] = _safely(key, fn)
+    for fn in merged:
+        value = _safely(getattr(fn, "__qualname__", "snapshot"), fn)
+        doc.update(value if isinstance(value, dict) else {})
     doc["time"] = _iso(time.time())
     return (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
+def _safely(name: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception as exc:  # status must always render
+        log.debug("status section %s failed", name, exc_info=True)
+        return {"error": repr(exc)}
