@@ -265,17 +265,23 @@ def _time_arg(msg: dict[str, Any], key: str) -> datetime | None:
 
 
 async def _watch_signals(fresh: Freshness, content: ContentManager) -> None:
+    unmounting = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
         async for signum in signals:
             if signum == signal.SIGUSR1:
                 fresh.request()  # several signals during a refresh coalesce into one more
                 continue
+            if unmounting:
+                log.info("received %s: already unmounting", signal.Signals(signum).name)
+                continue
+            unmounting = True
             log.info("received %s: unmounting", signal.Signals(signum).name)
             pyfuse3.terminate()
             # pyfuse3.main() returns only when every handler has; closing the
             # content manager fails the reads still waiting for a download.
             await content.aclose()
-            return
+            # Keep receiving until the mount's nursery cancels this task: a
+            # second Ctrl-C must not escape as a KeyboardInterrupt mid-unmount.
 
 
 def lazy_unmount(mountpoint: Path) -> bool:

@@ -100,3 +100,12 @@ def test_domain_errors_are_found_inside_exception_groups() -> None:
     group = BaseExceptionGroup("nursery", [ValueError("other"), ExceptionGroup("n", [inner])])
     assert _domain_error(group) is inner
     assert _domain_error(ValueError("plain")) is None
+
+
+def test_interrupts_are_recognised_inside_exception_groups() -> None:
+    from rcfs.cli.commands import is_interrupt
+
+    assert is_interrupt(KeyboardInterrupt())
+    assert is_interrupt(BaseExceptionGroup("n", [BaseExceptionGroup("m", [KeyboardInterrupt()])]))
+    assert not is_interrupt(BaseExceptionGroup("n", [KeyboardInterrupt(), ValueError("bug")]))
+    assert not is_interrupt(ValueError("bug"))

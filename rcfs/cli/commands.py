@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from rcfs.cli.display import fmt_bytes, format_status, progress_bar
 from rcfs.cli.logs import setup_logging
 from rcfs.cli.options import EXIT_FAIL, EXIT_OK, build_parser, local_zone
@@ -72,16 +74,17 @@ def cmd_mount(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _run_mount(opts: Any, creds: Any, ready_fd: int | None) -> int:
-    import trio
 
     from rcfs.mount import Notifier, serve
 
     notifier = Notifier(ready_fd)
     try:
         trio.run(serve, opts, creds, notifier)
-    except KeyboardInterrupt:
-        return EXIT_OK
+        _ignore_late_interrupts()
     except BaseException as exc:  # the daemon's last word, as one line
+        _ignore_late_interrupts()
+        if is_interrupt(exc):
+            return EXIT_OK
         cause = _domain_error(exc)
         if cause is None:
             if not isinstance(exc, Exception | BaseExceptionGroup):
@@ -96,6 +99,21 @@ def _run_mount(opts: Any, creds: Any, ready_fd: int | None) -> int:
             print(f"rcfs: {message}", file=sys.stderr)
         return EXIT_FAIL
     return EXIT_OK
+
+
+def _ignore_late_interrupts() -> None:
+    """The mount is gone: a Ctrl-C that arrives now (a second press) must not turn
+    the clean exit into a KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C, also when trio delivered it inside an ExceptionGroup (beside Cancelled)."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = exc.exceptions
+        return any(is_interrupt(e) for e in leaves) and all(
+            is_interrupt(e) or isinstance(e, trio.Cancelled) for e in leaves)
+    return isinstance(exc, KeyboardInterrupt)
 
 
 def _domain_error(exc: BaseException) -> RcfsError | None:
@@ -251,7 +269,6 @@ DEMO_RATE_LIMITS = "heavy=60/60s,medium=240/60s,light=300/60s,auth=30/60s"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import trio
 
     from rcfs.mount import Notifier, check_mountpoint, default_since
 
@@ -285,8 +302,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         trio.run(run)
-    except KeyboardInterrupt:
-        pass
+        _ignore_late_interrupts()
+    except BaseException as exc:
+        _ignore_late_interrupts()
+        if not is_interrupt(exc):
+            raise
     finally:
         import shutil
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -267,3 +268,20 @@ def test_size_learned_without_open_is_exact_on_open(tmp_path: Path) -> None:
             with open(f, "rb") as fh:
                 assert os.fstat(fh.fileno()).st_size == len(expected), f
                 assert fh.read() == expected, f
+
+
+def test_double_ctrl_c_unmounts_cleanly(tmp_path: Path) -> None:
+    """A second SIGINT during the unmount is absorbed: exit 0, no traceback, nothing mounted."""
+    require_fuse()
+    with (
+        run_emulator("--seed", "12", "--calls", "20", "--days", "10", "--rate-limits", FAST) as emu,
+        mounted(emu, tmp_path) as m,
+    ):
+        assert m.proc is not None and m.proc.stderr is not None
+        m.proc.send_signal(signal.SIGINT)
+        time.sleep(0.01)  # the same signal twice at once would be one
+        m.proc.send_signal(signal.SIGINT)
+        assert m.proc.wait(30) == 0
+        err = m.proc.stderr.read().decode(errors="replace")
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+        wait_for(lambda: not is_mounted(m.path), 10, "the unmount")
