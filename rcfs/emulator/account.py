@@ -2,14 +2,36 @@
 
 Owns the calls and recordings after generation: date-window queries (newest
 first, filtered like readCompanyCallLog), look-ups by id, the modification
-sequence that ISync reports, and the admin mutations (add calls, delete a
-recording or a record, late-appearing recordings). Callers pass the wall-clock
-time in; nothing here sleeps or does I/O.
+sequence that ISync reports, the admin mutations (add calls, delete a
+recording or a record, late-appearing recordings) and recording retention.
+Callers pass the wall-clock time in; nothing here sleeps or does I/O.
 
 Deletion follows RingCentral: deleting a recording keeps the call record and
 drops its `recording` block (the record counts as modified, so ISync reports
 it); deleting a record hides it unless `showDeleted`, where it carries
 `"deleted": true`.
+
+Retention stands for RingCentral's: the account keeps only the newest
+`retention_count` recordings (it truncates at the newest 100,000) and, with
+`retention_s`, none whose call started longer ago than that. A recording
+retention removes is deleted exactly as by `delete_recording`, one recording
+at a time (a leg's recording counts on its own). It must stay cheap on a
+100,000-call account, because `tick` runs on every query and look-up:
+
+- `_cursor` is an index into the start-sorted `_calls` with the invariant "no
+  call before it has an existing recording" (existing: not deleted, on a
+  record that is not deleted; a late recording not yet visible exists). The
+  oldest existing recording is therefore at or after it; both rules only
+  ever delete from there and move it forward, over each call once.
+- `_live` is the running count of existing recordings, kept by every
+  mutation, so the count rule is one comparison when nothing is due.
+- `add_calls` may insert a call behind the cursor (a start time in the
+  past): a call with recordings pulls the cursor back to itself, which
+  re-walks only calls the list insertion has already shifted.
+
+So a `tick` with nothing due is O(1), and one that deletes costs the calls it
+steps over (each once over the account's life) plus the deletions. Rules are
+applied at once when set, after calls are added, and lazily on `tick`.
 """
 
 from __future__ import annotations
@@ -61,6 +83,13 @@ class Account:
         self.version = 0
         self._pending: list[Recording] = []
         self._cache: OrderedDict[Query, list[Call]] = OrderedDict()
+        # Retention (see the module docstring).
+        self.retention_count: int | None = None
+        self.retention_s: float | None = None
+        self.retention_deleted = 0  # recordings deleted by retention so far
+        self.retention_steps = 0  # calls the cursor has examined (work done; tests count it)
+        self._cursor = 0
+        self._live = 0
         generated = []
         for start in self.gen.start_times(calls, self.end_ms, days):
             call = self.gen.call(start)
@@ -86,6 +115,14 @@ class Account:
         self.by_id[call.id] = call
         for rec in call.recordings():
             self.recordings[rec.id] = rec
+        self._live += len(self._existing(call))
+
+    @staticmethod
+    def _existing(call: Call) -> list[Recording]:
+        """The call's recordings that still exist, oldest leg first (retention's order)."""
+        if call.deleted:
+            return []
+        return [r for r in call.recordings() if not r.deleted]
 
     # -- look-ups -------------------------------------------------------------
 
@@ -175,15 +212,82 @@ class Account:
         self._cache.clear()
 
     def tick(self, now: float) -> None:
-        """Late recordings whose time has come become visible (and count as a change)."""
-        if not self._pending or self._pending[0].visible_at > now:
-            return
-        due = [r for r in self._pending if r.visible_at <= now]
-        self._pending = [r for r in self._pending if r.visible_at > now]
-        for rec in due:
-            rec.call.rec_touched = True
-            self._touch(rec.call, rec.visible_at)
-            log.debug("recording %s of call %s appeared", rec.id, rec.call.id)
+        """Bring the account up to `now`: late recordings whose time has come
+        become visible (and count as a change); retention deletes what is due."""
+        if self._pending and self._pending[0].visible_at <= now:
+            due = [r for r in self._pending if r.visible_at <= now]
+            self._pending = [r for r in self._pending if r.visible_at > now]
+            for rec in due:
+                rec.call.rec_touched = True
+                self._touch(rec.call, rec.visible_at)
+                log.debug("recording %s of call %s appeared", rec.id, rec.call.id)
+        self._retain(now)
+
+    # -- retention ------------------------------------------------------------
+
+    @property
+    def retention_cursor(self) -> int:
+        """Index into the start-sorted calls before which no recording exists."""
+        return self._cursor
+
+    @property
+    def live_recordings(self) -> int:
+        """Recordings that exist: not deleted, on a record that is not deleted."""
+        return self._live
+
+    def set_retention(self, count: int | None, duration_s: float | None, now: float) -> None:
+        """Set both rules (None = off) and apply them at once."""
+        if count is not None and count < 0:
+            raise ValueError("retention count must be >= 0")
+        if duration_s is not None and duration_s <= 0:
+            raise ValueError("retention duration must be positive")
+        self.retention_count = count
+        self.retention_s = duration_s
+        log.info("retention: count %s, duration %s s", count, duration_s)
+        self._retain(now)
+
+    def retention_info(self) -> dict[str, int | float | None]:
+        """The admin API's view: {"count", "duration_s", "deleted"} (None = rule off)."""
+        seconds: int | float | None = self.retention_s
+        if isinstance(seconds, float) and seconds.is_integer():
+            seconds = int(seconds)
+        return {"count": self.retention_count, "duration_s": seconds, "deleted": self.retention_deleted}
+
+    def _retain(self, now: float) -> None:
+        """Delete what the rules say is gone by `now`, oldest first, from the cursor on."""
+        calls = self._calls
+        before = self.retention_deleted
+        if self.retention_s is not None:
+            cutoff_ms = (now - self.retention_s) * 1000
+            while self._cursor < len(calls) and calls[self._cursor].start_ms < cutoff_ms:
+                call = calls[self._cursor]
+                # Gone when its age passed the limit, however late we notice.
+                expired_at = call.start_ms / 1000 + self.retention_s
+                for rec in self._existing(call):
+                    self._retire(rec, expired_at)
+                self._cursor += 1
+                self.retention_steps += 1
+        if self.retention_count is not None:
+            while self._live > self.retention_count and self._cursor < len(calls):
+                # The invariant guarantees an existing recording at or after the cursor.
+                call = calls[self._cursor]
+                existing = self._existing(call)
+                excess = self._live - self.retention_count
+                for rec in existing[:excess]:
+                    self._retire(rec, now)
+                if len(existing) <= excess:
+                    self._cursor += 1
+                self.retention_steps += 1
+        if self.retention_deleted != before:
+            log.debug(
+                "retention deleted %d recordings (%d so far)",
+                self.retention_deleted - before,
+                self.retention_deleted,
+            )
+
+    def _retire(self, rec: Recording, at: float) -> None:
+        self.delete_recording(rec.id, at)
+        self.retention_deleted += 1
 
     def add_calls(
         self,
@@ -216,6 +320,7 @@ class Account:
             self._touch(call, now)
             added.append(call)
         self._pending.sort(key=lambda r: r.visible_at)
+        self._retain(now)
         return added
 
     def _insert(self, call: Call) -> None:
@@ -223,6 +328,8 @@ class Account:
         self._starts.insert(pos, call.start_ms)
         self._calls.insert(pos, call)
         self._index(call)
+        if pos < self._cursor:  # behind the retention cursor: keep its invariant
+            self._cursor = pos if self._existing(call) else self._cursor + 1
 
     def delete_recording(self, recording_id: str, now: float) -> bool:
         rec = self.recordings.get(recording_id)
@@ -230,6 +337,8 @@ class Account:
             return False
         rec.deleted = True
         rec.call.rec_touched = True
+        if not rec.call.deleted:
+            self._live -= 1
         if rec in self._pending:
             self._pending.remove(rec)
         self._touch(rec.call, now)
@@ -239,6 +348,7 @@ class Account:
         call = self.by_id.get(call_id)
         if call is None or call.deleted:
             return False
+        self._live -= len(self._existing(call))
         call.deleted = True
         self._touch(call, now)
         return True

@@ -1,13 +1,13 @@
 """The admin API under /__emulator/ on the platform port: loopback clients only.
 
 Owns the test and script hooks: counters (stats), adding calls, deleting
-recordings and records, faults and rate limits at run time, auth switches
-(invalidate the JWT, revoke or expire every token), the company-call-log
-permission, an unauthenticated, unthrottled copy of any recording's
-content, the list of every token issued (leak tests) and per-record merge
-patches (malformed or hostile records on demand). JSON in, JSON out; a bad
-body is 400 with a one-line reason. Admin requests are not counted in the
-stats and never see faults.
+recordings and records, faults, rate limits and recording retention at run
+time, auth switches (invalidate the JWT, revoke or expire every token), the
+company-call-log permission, an unauthenticated, unthrottled copy of any
+recording's content, the list of every token issued (leak tests) and
+per-record merge patches (malformed or hostile records on demand). JSON in,
+JSON out; a bad body is 400 with a one-line reason. Admin requests are not
+counted in the stats and never see faults.
 """
 
 from __future__ import annotations
@@ -24,7 +24,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rcfs.emulator.config import normalise_faults, parse_duration, rate_limits_from_json
+from rcfs.emulator.config import (
+    normalise_faults,
+    parse_duration,
+    rate_limits_from_json,
+    retention_from_json,
+)
 from rcfs.emulator.errors import json_response
 from rcfs.emulator.media import content_response
 from rcfs.emulator.model import INBOUND, OUTBOUND
@@ -75,6 +80,8 @@ class Admin:
             r("/faults", self.put_faults, "PUT"),
             r("/rate-limits", self.get_rate_limits, "GET"),
             r("/rate-limits", self.put_rate_limits, "PUT"),
+            r("/retention", self.get_retention, "GET"),
+            r("/retention", self.put_retention, "PUT"),
             r("/auth", self.put_auth, "PUT"),
             r("/permissions", self.put_permissions, "PUT"),
         ]
@@ -213,6 +220,26 @@ class Admin:
             raise AdminError(str(err)) from None
         self.state.limiter.set_limits(limits)
         log.info("rate limits now %s", self.state.limiter.describe())
+        return Response(status_code=204)
+
+    async def get_retention(self, request: Request) -> Response:
+        account = self.state.account
+        account.tick(time.time())  # `deleted` includes what is due by now
+        return json_response(account.retention_info())
+
+    async def put_retention(self, request: Request) -> Response:
+        """{"count": N, "duration": "10m"}: a key absent stays, null turns that rule off."""
+        try:
+            changes = retention_from_json(await self._body(request))
+        except ValueError as err:
+            raise AdminError(str(err)) from None
+        account = self.state.account
+        account.set_retention(
+            changes.get("count", account.retention_count),
+            changes.get("duration_s", account.retention_s),
+            time.time(),
+        )
+        log.info("retention now %s", account.retention_info())
         return Response(status_code=204)
 
     async def put_auth(self, request: Request) -> Response:

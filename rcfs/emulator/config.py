@@ -1,8 +1,9 @@
 """The emulator's configuration and the parsers of its option strings.
 
-Owns `EmulatorConfig` and the grammar of `--rate-limits` and `--faults`
-(shared by the command line and the admin API). Parsers raise `ValueError`
-with a one-line message; they never touch the network or the clock.
+Owns `EmulatorConfig` and the grammar of `--rate-limits`, `--faults` and the
+retention rules (`--retention-count`, `--retention`), shared by the command
+line and the admin API. Parsers raise `ValueError` with a one-line message;
+they never touch the network or the clock.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ class EmulatorConfig:
     # Wall-clock time (epoch seconds) the generated history ends at; None = now.
     # Set it to make start times reproducible as well as everything else.
     epoch: float | None = None
+    # Recording retention: keep at most this many recordings (the newest by
+    # call start), and/or none whose call started longer ago than `retention`
+    # (a duration such as '10m' or seconds). None = no such rule.
+    retention_count: int | None = None
+    retention: str | float | None = None
 
 
 @dataclass(frozen=True)
@@ -205,3 +211,43 @@ def parse_faults(spec: str) -> dict[str, Any]:
             raise ValueError(f"invalid fault {item.strip()!r} (expected key=value)")
         raw[key.strip()] = value.strip()
     return normalise_faults(raw)
+
+
+def parse_retention_count(value: Any) -> int | None:
+    """A retention count: an integer >= 0 (keep that many recordings), or None (no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"invalid retention count: {value!r} (expected an integer >= 0)")
+    return value
+
+
+def parse_retention_duration(value: Any) -> float | None:
+    """A retention age ('10m', '90s', '2h', seconds), or None (no limit). Must be positive."""
+    if value is None:
+        return None
+    if not isinstance(value, str | int | float):
+        raise ValueError(f"invalid retention duration: {value!r} (expected e.g. 10m, 90s, 2h)")
+    seconds = parse_duration(value, "retention duration")
+    if seconds <= 0:
+        raise ValueError(f"invalid retention duration: {value!r} (must be positive)")
+    return seconds
+
+
+def retention_from_json(body: Any) -> dict[str, Any]:
+    """The admin API's form: {"count": N | null, "duration": "10m" | seconds | null}.
+
+    Returns only the rules present, as {"count": int | None, "duration_s":
+    float | None}; a rule that is absent stays as it is, null turns it off.
+    """
+    if not isinstance(body, dict):
+        raise ValueError("retention must be a JSON object")
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        if key == "count":
+            out["count"] = parse_retention_count(value)
+        elif key == "duration":
+            out["duration_s"] = parse_retention_duration(value)
+        else:
+            raise ValueError(f"unknown retention setting {key!r} (known: count, duration)")
+    return out

@@ -3,8 +3,8 @@
 Owns process-level concerns: building the platform app (API + admin) and the
 media app over one shared `EmulatorState`, binding both ports, reporting the
 info dict once both listen (`task_status.started(info)`, one JSON line on
-stdout for the command), and stopping cleanly on cancellation or
-SIGINT/SIGTERM.
+stdout for the command), applying the configured retention rules to the new
+account, and stopping cleanly on cancellation or SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from functools import partial
 from typing import Any, cast
 
@@ -28,7 +29,13 @@ from rcfs.emulator.account import Account
 from rcfs.emulator.admin import Admin
 from rcfs.emulator.audio import VARIANTS, loop_bytes
 from rcfs.emulator.auth import make_credentials
-from rcfs.emulator.config import EmulatorConfig, parse_faults, parse_rate_limits
+from rcfs.emulator.config import (
+    EmulatorConfig,
+    parse_faults,
+    parse_rate_limits,
+    parse_retention_count,
+    parse_retention_duration,
+)
 from rcfs.emulator.errors import api_error
 from rcfs.emulator.faults import DropConnection, Faults
 from rcfs.emulator.media import Media
@@ -89,12 +96,15 @@ class Emulator:
         # Validate option strings now, so a bad spec fails before any port is bound.
         self._limits = parse_rate_limits(self.config.rate_limits)
         self._faults = parse_faults(self.config.faults)
+        self._retention_count = parse_retention_count(self.config.retention_count)
+        self._retention_s = parse_retention_duration(self.config.retention)
         self.info: dict[str, str] = {}
         self.state: EmulatorState | None = None
 
     def _build_state(self) -> EmulatorState:
         cfg = self.config
         account = Account(cfg.seed, cfg.calls, cfg.days, end=cfg.epoch)
+        account.set_retention(self._retention_count, self._retention_s, time.time())
         credentials = make_credentials(cfg.seed, account.account_id, account.user.id)
         for variant in range(VARIANTS):  # encode the MP3 loops now, off the event loop
             loop_bytes(variant)
@@ -150,7 +160,12 @@ class _UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="rcfs emulator", description="A local stand-in for the RingCentral API.")
+    p = _Parser(
+        prog="rcfs emulator",
+        description="A local stand-in for the RingCentral API.",
+        epilog="Retention (also PUT /__emulator/retention) deletes recordings as RingCentral "
+        "does: the record stays, its recording block goes, and ISync reports the change.",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="platform port (0: any free port)")
     p.add_argument("--media-port", type=int, default=0, help="media port (0: any free port)")
@@ -159,6 +174,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=30, help="days of history, ending now")
     p.add_argument("--rate-limits", default="real", help="real | off | heavy=10/2s,auth=5/2s,...")
     p.add_argument("--faults", default="", help="5xx=0.05,reset=0.05,latency=200ms,...")
+    p.add_argument(
+        "--retention-count",
+        type=int,
+        default=None,
+        metavar="N",
+        help="keep only the newest N recordings (by call start); older ones are deleted, "
+        "at start and whenever new calls arrive (RingCentral keeps 100000)",
+    )
+    p.add_argument(
+        "--retention",
+        default=None,
+        metavar="DURATION",
+        help="delete recordings whose call started longer ago than DURATION "
+        "(e.g. 90s, 10m, 2h), as time passes",
+    )
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -178,6 +208,8 @@ def config_from_args(argv: list[str]) -> tuple[EmulatorConfig, str]:
     try:
         parse_rate_limits(args.rate_limits)
         parse_faults(args.faults)
+        parse_retention_count(args.retention_count)
+        parse_retention_duration(args.retention)
     except ValueError as err:
         raise _UsageError(str(err)) from None
     config = EmulatorConfig(
@@ -189,6 +221,8 @@ def config_from_args(argv: list[str]) -> tuple[EmulatorConfig, str]:
         days=args.days,
         rate_limits=args.rate_limits,
         faults=args.faults,
+        retention_count=args.retention_count,
+        retention=args.retention,
     )
     return config, args.log_level.upper()
 
