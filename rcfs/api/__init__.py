@@ -12,7 +12,7 @@ from __future__ import annotations
 from rcfs.api.auth import default_token_path
 from rcfs.api.client import RingCentralClient, SyncResult
 from rcfs.api.groups import DEFAULT_BUDGETS, OPERATION_GROUPS, Budget
-from rcfs.api.ratelimit import Priority, RateLimiter
+from rcfs.api.ratelimit import Priority, PriorityLike, RateLimiter, Urgency
 from rcfs.api.responses import ContentResponse
 from rcfs.api.retry import RetryPolicy, retrying
 
@@ -22,10 +22,12 @@ __all__ = [
     "Budget",
     "ContentResponse",
     "Priority",
+    "PriorityLike",
     "RateLimiter",
     "RetryPolicy",
     "RingCentralClient",
     "SyncResult",
+    "Urgency",
     "default_token_path",
     "retrying",
 ]

@@ -21,10 +21,18 @@ requests per `window` seconds) and punishes a request over the limit with a
   learns the server's count before a burst.
 - A 429 pauses the whole group for Retry-After (30 s if absent); nothing is
   admitted until the pause ends.
-- Waiters queue per priority (INTERACTIVE before BACKGROUND, FIFO inside one).
-  Only the head of the queue waits for the clock; the others sleep on their
-  own event and are woken in turn, so a wakeup costs O(1). A cancelled waiter
-  leaves the queue in `finally`, and a slot is only taken once admitted.
+- Waiters queue per priority, FIFO inside one: INTERACTIVE (a reader waits)
+  always goes first; then BACKGROUND (polling, indexing, prefetch), then BULK
+  (the archive's downloads). BULK is not starved: while both wait, every
+  `BULK_SHARE_EVERY`-th admission goes to BULK, so a long index backfill
+  still leaves the archive a share of the budget (the oldest recordings are
+  the next to be deleted). Only the head of the queue waits for the clock;
+  the others sleep on their own event and are woken in turn, so a wakeup
+  costs O(1). A cancelled waiter leaves the queue in `finally`, and a slot is
+  only taken once admitted.
+- A request may carry an `Urgency` instead of a fixed priority: raising it
+  (a reader opens a recording the archive is already fetching) moves the
+  waiting request to the back of the higher queue at once.
 
 Time is `trio.current_time()`, so tests run under `autojump_clock`.
 """
@@ -58,14 +66,45 @@ log = logging.getLogger(__name__)
 
 
 class Priority(enum.IntEnum):
-    INTERACTIVE = 0
-    BACKGROUND = 1
+    INTERACTIVE = 0  # a reader or a listing waits for it
+    BACKGROUND = 1  # polling, index backfill, prefetch
+    BULK = 2  # the archive's downloads
+
+
+# While BACKGROUND and BULK requests both wait, one admission in this many goes to BULK.
+BULK_SHARE_EVERY = 4
 
 
 @dataclass(eq=False)
 class _Waiter:
     priority: Priority
     event: trio.Event = field(default_factory=trio.Event)
+
+
+class Urgency:
+    """A request's priority that may rise while it waits for admission.
+
+    Shared by whoever may raise it: a download started by the archive (BULK)
+    that a reader then joins is raised to INTERACTIVE, and its request, if it
+    is still queued in a limiter, moves to that queue at once.
+    """
+
+    def __init__(self, priority: Priority | int) -> None:
+        self.priority = Priority(priority)
+        self._waiting: list[tuple[GroupLimiter, _Waiter]] = []
+
+    def __repr__(self) -> str:
+        return f"<Urgency {self.priority.name}>"
+
+    def raise_to(self, priority: Priority | int) -> None:
+        if priority >= self.priority:
+            return
+        self.priority = Priority(priority)
+        for group, waiter in list(self._waiting):
+            group._requeue(waiter, self.priority)
+
+
+PriorityLike = Priority | Urgency
 
 
 @dataclass(eq=False)
@@ -109,6 +148,7 @@ class GroupLimiter:
         self._log: list[float] = []  # send times, ascending
         self._latencies: deque[float] = deque(maxlen=self.LATENCY_SAMPLES)
         self._queues: dict[Priority, deque[_Waiter]] = {p: deque() for p in Priority}
+        self._since_bulk = 0  # BACKGROUND admissions since the last BULK one, while BULK waits
 
     def __repr__(self) -> str:
         return (
@@ -149,9 +189,14 @@ class GroupLimiter:
         return t
 
     def _head(self) -> _Waiter | None:
-        for p in Priority:
-            if self._queues[p]:
-                return self._queues[p][0]
+        interactive, background, bulk = (self._queues[p] for p in Priority)
+        if interactive:
+            return interactive[0]
+        if background and bulk and self._since_bulk >= BULK_SHARE_EVERY - 1:
+            return bulk[0]
+        for q in (background, bulk):
+            if q:
+                return q[0]
         return None
 
     def _wake_head(self) -> None:
@@ -159,9 +204,23 @@ class GroupLimiter:
         if head is not None:
             head.event.set()
 
-    async def acquire(self, priority: Priority, op: str = "") -> Ticket:
-        waiter = _Waiter(priority)
+    def _requeue(self, waiter: _Waiter, priority: Priority) -> None:
+        """Move a waiting request to a higher priority's queue (an `Urgency` rose)."""
+        old = self._queues[waiter.priority]
+        if waiter not in old:
+            return
+        old.remove(waiter)
+        waiter.priority = priority
         self._queues[priority].append(waiter)
+        waiter.event.set()  # let it re-check whether it heads the queue now
+        self._wake_head()
+
+    async def acquire(self, priority: PriorityLike, op: str = "") -> Ticket:
+        urgency = priority if isinstance(priority, Urgency) else None
+        waiter = _Waiter(priority.priority if isinstance(priority, Urgency) else Priority(priority))
+        self._queues[waiter.priority].append(waiter)
+        if urgency is not None:
+            urgency._waiting.append((self, waiter))
         try:
             while True:
                 now = trio.current_time()
@@ -169,7 +228,8 @@ class GroupLimiter:
                     t = self.next_send_time(now)
                     if t <= now:
                         # No checkpoint between here and return: admission is atomic.
-                        self._queues[priority].remove(waiter)
+                        self._queues[waiter.priority].remove(waiter)
+                        self._count_admission(waiter.priority)
                         bisect.insort(self._log, now)
                         self.in_flight += 1
                         self.sent += 1
@@ -182,13 +242,22 @@ class GroupLimiter:
                     waiter.event = trio.Event()
                     await waiter.event.wait()
         except BaseException:
-            q = self._queues[priority]
+            q = self._queues[waiter.priority]
             if waiter in q:
                 was_head = self._head() is waiter
                 q.remove(waiter)
                 if was_head:
                     self._wake_head()
             raise
+        finally:
+            if urgency is not None:
+                urgency._waiting.remove((self, waiter))
+
+    def _count_admission(self, priority: Priority) -> None:
+        if priority is Priority.BULK:
+            self._since_bulk = 0
+        elif priority is Priority.BACKGROUND and self._queues[Priority.BULK]:
+            self._since_bulk += 1
 
     def release(self, ticket: Ticket) -> None:
         self.in_flight -= 1
@@ -288,6 +357,7 @@ class GroupLimiter:
             # wall-clock (epoch seconds) for status.json; None when not paused
             "paused_until": time.time() + (self.paused_until - now) if paused else None,
             "queued": self.queued,
+            "queued_by_priority": {p.name.lower(): len(q) for p, q in self._queues.items()},
             "in_flight": self.in_flight,
         }
 
@@ -341,7 +411,7 @@ class RateLimiter:
         return self.group(self._op_groups.get(op, "heavy"))
 
     @asynccontextmanager
-    async def slot(self, op: str, priority: Priority) -> AsyncIterator[Ticket]:
+    async def slot(self, op: str, priority: PriorityLike) -> AsyncIterator[Ticket]:
         """Wait for admission of one request of operation `op`."""
         g = self.group_for(op)
         ticket = await g.acquire(priority, op)

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from rcfs.api.groups import Budget
-from rcfs.api.ratelimit import GroupLimiter, Priority, RateLimiter
+from rcfs.api.ratelimit import BULK_SHARE_EVERY, GroupLimiter, Priority, RateLimiter, Urgency
 
 
 def _max_in_window(times: list[float], window: float) -> int:
@@ -212,3 +212,60 @@ async def test_restamp_and_unsend(autojump_clock: trio.abc.Clock) -> None:
     assert g.sent == 1
     assert g.snapshot()["remaining"] == 1
     assert math.isinf(g.paused_until) or g.paused_until < trio.current_time()
+
+
+async def _queued_order(g: GroupLimiter, plan: list[tuple[str, Priority | Urgency]],
+                        after: float = 1.0, raise_: tuple[Urgency, Priority] | None = None) -> list[str]:
+    """Admit one request, queue `plan` one by one behind it, optionally raise an Urgency,
+    and return the admission order."""
+    first = await g.acquire(Priority.BACKGROUND, "a")
+    g.release(first)
+    g._probed = True
+    order: list[str] = []
+
+    async def req(name: str, prio: Priority | Urgency) -> None:
+        t = await g.acquire(prio, "a")
+        order.append(name)
+        g.release(t)
+
+    async with trio.open_nursery() as n:
+        for name, prio in plan:
+            n.start_soon(req, name, prio)
+            await trio.sleep(0.01)  # start_soon order is not run order: enqueue one by one
+        await trio.sleep(after)
+        if raise_ is not None:
+            raise_[0].raise_to(raise_[1])
+    return order
+
+
+async def test_bulk_gets_a_share_while_background_waits(autojump_clock: trio.abc.Clock) -> None:
+    g = GroupLimiter("Heavy", Budget(1, 10.0, 60.0))
+    plan: list[tuple[str, Priority | Urgency]] = [(f"bulk{i}", Priority.BULK) for i in range(3)]
+    plan += [(f"bg{i}", Priority.BACKGROUND) for i in range(8)]
+    order = await _queued_order(g, plan)
+    # Background goes first, but every BULK_SHARE_EVERY-th admission is a bulk one.
+    assert order[:BULK_SHARE_EVERY - 1] == ["bg0", "bg1", "bg2"][:BULK_SHARE_EVERY - 1]
+    assert order[BULK_SHARE_EVERY - 1] == "bulk0"
+    assert [o for o in order if o.startswith("bulk")] == ["bulk0", "bulk1", "bulk2"]
+    positions = [order.index(f"bulk{i}") for i in range(2)]
+    assert positions[1] - positions[0] == BULK_SHARE_EVERY
+
+
+async def test_interactive_ignores_the_bulk_share(autojump_clock: trio.abc.Clock) -> None:
+    g = GroupLimiter("Heavy", Budget(1, 10.0, 60.0))
+    plan: list[tuple[str, Priority | Urgency]] = [("bulk", Priority.BULK)]
+    plan += [(f"fg{i}", Priority.INTERACTIVE) for i in range(6)]
+    order = await _queued_order(g, plan)
+    assert order == [f"fg{i}" for i in range(6)] + ["bulk"]
+
+
+async def test_raised_urgency_jumps_the_queue(autojump_clock: trio.abc.Clock) -> None:
+    g = GroupLimiter("Heavy", Budget(1, 10.0, 60.0))
+    urgent = Urgency(Priority.BULK)
+    plan: list[tuple[str, Priority | Urgency]] = [(f"bulk{i}", Priority.BULK) for i in range(3)]
+    plan += [("joined", urgent), ("bg", Priority.BACKGROUND)]
+    order = await _queued_order(g, plan, raise_=(urgent, Priority.INTERACTIVE))
+    assert order[0] == "joined"
+    assert urgent.priority is Priority.INTERACTIVE and not urgent._waiting
+    urgent.raise_to(Priority.BULK)  # never lowered
+    assert urgent.priority is Priority.INTERACTIVE
