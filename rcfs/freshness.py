@@ -17,9 +17,13 @@ ISync `deleted` record, or a record that lost its recording block) or here
 recordings are then *settled*: with `--keep-deleted`, those whose content is
 cached are moved into the content archive (out of LRU eviction) and flagged
 kept, so they stay listed, readable and marked; the rest are flagged not
-kept and leave the listing (their dentries are invalidated). Settling is
-idempotent and also runs at start, so a crash between marking and archiving
-only delays it: an undecided recording stays listed meanwhile.
+kept and leave the listing (their dentries are invalidated); those of them
+rcfs never had the content of are flagged `lost` (status.json's
+`archive.lost`). A recording whose download is running is settled when the
+download ends (`download_finished`), so one fetched just before its deletion
+is kept, not lost. Settling is idempotent and also runs at start, so a crash
+between marking and archiving only delays it: an undecided recording stays
+listed meanwhile.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class Freshness:
         keep_deleted: bool,
         poll_interval: float,
         clock: Callable[[], float] = time.time,
+        on_new_recordings: Callable[[], None] = lambda: None,
     ) -> None:
         self._client = client
         self._index = index
@@ -71,6 +76,8 @@ class Freshness:
         self._wake = trio.Event()
         self._gone: set[str] = set()
         self._gone_event = trio.Event()
+        self._deferred: set[str] = set()  # deleted, settled once their download ends
+        self._on_new = on_new_recordings
         self._refreshes = 0
         self._failures = 0
         self._last: dict[str, Any] | None = None
@@ -87,6 +94,12 @@ class Freshness:
         self._gone.add(recording_id)
         self._gone_event.set()
 
+    def download_finished(self, recording_id: str) -> None:
+        """A download ended: settle the recording if it was deleted meanwhile."""
+        if recording_id in self._deferred:
+            self._deferred.discard(recording_id)
+            self._gone_event.set()
+
     async def refresh(self) -> dict[str, Any]:
         """Refresh now (after any refresh in progress); returns what changed."""
         async with self._lock:
@@ -97,6 +110,8 @@ class Freshness:
                 self._failures += 1
                 self._errors.record(f"refresh failed: {exc}")
                 raise
+            if result.new_recordings:
+                self._on_new()
             deleted, kept, starts, removed = await self._settle()
             changed = set(result.changed_days) | starts
             await invalidate_kernel(self._vfs.invalidate(changed), removed)
@@ -178,7 +193,8 @@ class Freshness:
                 log.exception("marking recordings deleted failed")
                 self._errors.record(f"marking {len(ids)} recordings deleted failed: {exc!r}")
                 continue
-            log.info("%d recordings answered 404: marked deleted upstream", len(ids))
+            if ids:
+                log.info("%d recordings answered 404: marked deleted upstream", len(ids))
 
     # -- internals -----------------------------------------------------------------
 
@@ -187,15 +203,24 @@ class Freshness:
 
         Returns (deleted, kept, changed starts, dentries to invalidate).
         """
-        ids = await trio.to_thread.run_sync(self._index.undecided_deleted)
+        undecided = await trio.to_thread.run_sync(self._index.undecided_deleted)
+        ids = [rid for rid in undecided if not self._content.in_flight(rid)]
+        self._deferred.update(rid for rid in undecided if rid not in ids)
         if not ids:
             return 0, 0, set(), []
         kept, failed = await self._content.archive(ids) if self._keep else (set(), set())
         # A failed move stays undecided (and listed) until the next refresh retries it.
         dropped = [rid for rid in ids if rid not in kept and rid not in failed]
+        lost = [rid for rid in dropped if not self._content.is_cached(rid)]
+        if lost:
+            log.warning("%d recordings were deleted upstream before rcfs had their content: %s",
+                        len(lost), " ".join(lost[:20]) + (" ..." if len(lost) > 20 else ""))
 
         def write() -> set[int]:
-            return self._index.set_kept(kept, True) | self._index.set_kept(dropped, False)
+            gone = set(lost)
+            return (self._index.set_kept(kept, True)
+                    | self._index.set_kept([r for r in dropped if r not in gone], False)
+                    | self._index.set_kept(lost, False, lost=True))
 
         starts = await trio.to_thread.run_sync(write)
         return len(ids), len(kept), starts, self._entries(dropped)

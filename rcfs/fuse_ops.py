@@ -22,7 +22,7 @@ import logging
 import os
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import pyfuse3
 import trio
@@ -104,6 +104,35 @@ async def invalidate_kernel(
         await trio.to_thread.run_sync(work)
 
 
+class DeferredInvalidation:
+    """Kernel invalidations queued from anywhere, sent by a task of the mount's nursery.
+
+    A handler must never wait for its own invalidation (the kernel holds the
+    inode a lookup is about until the lookup is answered): a day indexed on
+    demand inside a lookup queues its invalidations here and returns.
+    """
+
+    def __init__(self) -> None:
+        self._inodes: set[int] = set()
+        self._entries: list[tuple[int, str]] = []
+        self._wanted = trio.Event()
+
+    def submit(self, inodes: Iterable[int], entries: Iterable[tuple[int, str]] = ()) -> None:
+        self._inodes.update(inodes)
+        self._entries.extend(entries)
+        if self._inodes or self._entries:
+            self._wanted.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self._wanted.wait()
+            self._wanted = trio.Event()
+            inodes, self._inodes = self._inodes, set()
+            entries, self._entries = self._entries, []
+            await invalidate_kernel(inodes, entries)
+
+
 def _handler(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Run a handler and map whatever it raises onto one FUSEError."""
 
@@ -139,6 +168,13 @@ def _handler(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[A
     return wrapper
 
 
+class OnDemandIndex(Protocol):
+    """The progressive indexer (backfill.py), as the adapter uses it."""
+
+    def complete(self) -> bool: ...
+    async def ensure(self, lo_ms: int, hi_ms: int) -> None: ...
+
+
 @dataclass
 class _OpenFile:
     ino: int
@@ -152,11 +188,15 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     supports_dot_lookup = True
 
-    def __init__(self, vfs: Vfs, content: ContentManager, errors: ErrorLog) -> None:
+    def __init__(
+        self, vfs: Vfs, content: ContentManager, errors: ErrorLog,
+        index: OnDemandIndex | None = None,
+    ) -> None:
         super().__init__()
         self.vfs = vfs
         self.content = content
         self.errors = errors
+        self.index = index
         self._handles = itertools.count(1)
         self._dirs: dict[int, list[tuple[bytes, Node]]] = {}
         self._files: dict[int, _OpenFile] = {}
@@ -188,11 +228,22 @@ class Operations(pyfuse3.Operations):
     def _remember(self, ino: int) -> None:
         self._lookups[ino] = self._lookups.get(ino, 0) + 1
 
+    async def _indexed(self, ino: int, name: str | None = None) -> None:
+        """While the window is being indexed: have the day this request is about
+        indexed first (at interactive priority; no-op once it is)."""
+        if self.index is None or self.index.complete():
+            return
+        span = self.vfs.day_range(ino, name)
+        if span is not None:
+            await self.index.ensure(*span)
+
     @_handler
     async def lookup(
         self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
-        node = self.vfs.lookup(parent_inode, os.fsdecode(name))
+        text = os.fsdecode(name)
+        await self._indexed(parent_inode, text)
+        node = self.vfs.lookup(parent_inode, text)
         self._remember(node.ino)
         return self._attrs(node)
 
@@ -213,6 +264,7 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def opendir(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.FileHandleT:
+        await self._indexed(inode)
         entries = [(os.fsencode(name), node) for name, node in self.vfs.readdir(inode)]
         fh = next(self._handles)
         self._dirs[fh] = entries

@@ -1,26 +1,33 @@
-"""Filling the index from the call log: the initial window and each refresh.
+"""Filling the index from the call log: spans of time, refreshes and sync.
 
-Owns: which date windows to read (re-using what a previous mount indexed),
-the sync token and the bookkeeping in the index's meta table (`covered_from`,
-`covered_to`, `sync_token`, `last_sync`, ISO 8601 UTC).
+Owns: how a span of the call log is read into the index (`read_span`), what
+each refresh reads (`refresh`), the sync token and the bookkeeping in the
+index's meta table (`sync_token`, `sync_token_time`, `last_sync`, ISO 8601
+UTC). Which spans to read, and when, belongs to `backfill.py`.
 
 Must not: import httpx or pyfuse3, retry (the client does), or touch the
-tree (the caller passes `RefreshResult.changed_days` to `Vfs.invalidate`).
-It uses only `client.iter_call_log` and `client.sync_call_log`
-(docs/INTERFACES.md). Index writes run in worker threads.
+tree (callers pass the changed starts to `Vfs.invalidate`). It uses only
+`client.iter_call_log` and `client.sync_call_log` (docs/INTERFACES.md).
+Index writes run in worker threads.
 
-Coverage. `covered_from`..`covered_to` is the contiguous span whose call log
-is in the index. A remount reads only what is outside it, plus the last
-`overlap` before `covered_to`, because calls reach the call log 15-30 s after
-they end and recordings later still (API-NOTES.md).
+Coverage per page. The call log comes newest first, so once a page of
+[lo, hi) has arrived, everything in (its oldest start, hi) is in the index.
+That span is covered with the records of the *next* page, in one
+transaction, once that page confirms the order (its newest call is not
+newer than the last page's oldest): a server that does not sort newest
+first gets its span covered only when it has been read whole. An
+interrupted read (a failure, an unmount, a crash) resumes where it stopped.
+The oldest millisecond of a page is left uncovered (the next page may hold
+calls that started in it); the end of the span covers [lo, hi).
 
-Refresh reads [min(now, covered_to) - overlap, now] from the call log (all of
-what is new, as pages of up to 1,000), then at most `MAX_SYNC_REQUESTS` ISync
-requests for changes to older records (deletions above all). A sync token the
-server rejects (CLG-10x) is dropped and a new FSync started at once; so is a
-token older than the sync API's 30-day window (`SYNC_WINDOW`), whose changes
-the window read covers instead. Every request is at background priority (the
-client's default for these operations), so interactive reads go first.
+Refresh reads [min(now, top) - overlap, now], where `top` is the newest
+covered time (all of what is new, as pages of up to 1,000), then at most
+`MAX_SYNC_REQUESTS` ISync requests for changes to older records (deletions
+above all). A sync token the server rejects (CLG-10x) is dropped and a new
+FSync started at once; so is a token older than the sync API's 30-day window
+(`SYNC_WINDOW`), whose changes the window read covers instead. Every request
+is at background priority (the client's default for these operations), so
+interactive reads go first.
 
 Cost per refresh, in Heavy requests: one per 1,000 call-log records in the
 window (a single request unless more than 1,000 calls started since the last
@@ -31,15 +38,18 @@ sync: bounded by what is new, never by the size of the account.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import trio
 
+from rcfs.api import Priority, PriorityLike
 from rcfs.errors import ApiError, RcfsError
 from rcfs.index import Index, UpsertResult
+from rcfs.models import epoch_ms, from_epoch_ms, record_start_ms
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +58,6 @@ MAX_SYNC_REQUESTS = 4
 SYNC_WINDOW = timedelta(days=30)
 ISYNC_PAGE_LIMIT = 250
 
-META_COVERED_FROM = "covered_from"
-META_COVERED_TO = "covered_to"
 META_SYNC_TOKEN = "sync_token"
 META_SYNC_TOKEN_TIME = "sync_token_time"
 META_LAST_SYNC = "last_sync"
@@ -68,8 +76,8 @@ class CallLogClient(Protocol):
     """The part of RingCentralClient this module uses."""
 
     def iter_call_log(
-        self, date_from: datetime, date_to: datetime
-    ) -> AsyncIterator[list[dict[str, Any]]]: ...
+        self, date_from: datetime, date_to: datetime, *, priority: PriorityLike = ...
+    ) -> AsyncGenerator[list[dict[str, Any]], None]: ...
 
     async def sync_call_log(
         self, sync_token: str | None, *, date_from: datetime | None
@@ -83,59 +91,88 @@ class RefreshResult:
     changed_days: frozenset[int]
     new_recordings: int
     records_read: int = 0
+    added: tuple[str, ...] = ()  # the new recordings' ids
 
 
 @dataclass
-class _Tally:
+class Tally:
+    """What a read brought in, summed over its pages."""
+
     records: int = 0
-    added: int = 0
+    pages: int = 0
+    added: list[str] = field(default_factory=list)
     changed: set[int] = field(default_factory=set)
 
     def add(self, result: UpsertResult, count: int) -> None:
         self.records += count
-        self.added += len(result.added_recordings)
+        self.pages += 1
+        self.added.extend(result.added_recordings)
         self.changed.update(result.changed_starts_ms)
         for line in result.bad_records:
             log.warning("skipping a bad call-log record: %s", line)
 
 
-async def index_window(
+# Called after each page is in the index (e.g. to invalidate the tree).
+PageHook = Callable[[UpsertResult], Awaitable[None]]
+
+
+async def read_span(
     client: CallLogClient,
     index: Index,
-    since: datetime,
-    until: datetime,
+    lo_ms: int,
+    hi_ms: int,
     *,
-    progress: Callable[[int], None] | None = None,
-    overlap: timedelta = DEFAULT_OVERLAP,
-) -> int:
-    """Index the call log of [since, until], re-using what the index already covers.
+    priority: PriorityLike = Priority.BACKGROUND,
+    tally: Tally | None = None,
+    on_page: PageHook | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> bool:
+    """Read the call log of [lo_ms, hi_ms) into the index, covering it page by page.
 
-    Returns the number of call-log records read. Coverage is recorded only
-    once a window has been read completely.
+    Returns True when the whole span was read, False when `stop()` said to stop
+    after a page (the part read is covered; the rest is a gap to read later).
     """
-    covered = _coverage(index)
-    tally = _Tally()
+    tally = tally if tally is not None else Tally()
+    floor = hi_ms  # the oldest start seen so far: the next page must not go above it
+    sorted_ok = True
+    vouched: tuple[int, int] | None = None  # covered once the next page confirms the order
+    log.debug("reading the call log from %s to %s", _iso_ms(lo_ms), _iso_ms(hi_ms))
+    async with aclosing(client.iter_call_log(
+            from_epoch_ms(lo_ms), from_epoch_ms(hi_ms), priority=priority)) as pages:
+        async for page in pages:
+            cover = None
+            starts = [s for s in map(record_start_ms, page) if s is not None]
+            if starts and sorted_ok:
+                if max(starts) > floor:
+                    log.info("the call log did not come newest first: covering %s..%s "
+                             "only once it is read", _iso_ms(lo_ms), _iso_ms(hi_ms))
+                    sorted_ok = False
+                else:
+                    cover, floor = vouched, min(starts)
+                    vouched = (max(lo_ms, floor + 1), hi_ms) if floor + 1 < hi_ms else None
+            result = await trio.to_thread.run_sync(_upsert, index, page, cover)
+            tally.add(result, len(page))
+            if on_page is not None:
+                await on_page(result)
+            if stop is not None and stop():
+                return False
+    await trio.to_thread.run_sync(index.add_coverage, lo_ms, hi_ms)
+    return True
+
+
+def _upsert(index: Index, page: list[dict[str, Any]], cover: tuple[int, int] | None) -> UpsertResult:
+    return index.upsert_records(page, cover=cover)
+
+
+async def take_sync_token(client: CallLogClient, index: Index, now: datetime,
+                          overlap: timedelta = DEFAULT_OVERLAP) -> Tally:
+    """FSync once if the index has no sync token yet (before its window is read, so
+    that every later change reaches a refresh through ISync, whatever the start of
+    the call it changes: a call longer than the overlap, a recording attached late)."""
+    tally = Tally()
     if index.get_meta(META_SYNC_TOKEN) is None:
-        # Take a sync token before reading the window: every change after
-        # this point then reaches the first refresh through ISync, whatever
-        # the start time of the call it changes (a call longer than the
-        # overlap, a recording attached late to an old call).
-        await _sync(client, index, until - overlap, _Tally(), until)
-    if covered is None or covered[1] < since or covered[0] > until:
-        await _read(client, index, since, until, tally, progress)
-        await _set_coverage(index, since, until)
-    else:
-        cfrom, cto = covered
-        if since < cfrom:
-            await _read(client, index, since, cfrom, tally, progress)
-            await _set_coverage(index, since, cto)
-            cfrom = since
-        start = max(since, cto - overlap)
-        if start < until:
-            await _read(client, index, start, until, tally, progress)
-            await _set_coverage(index, cfrom, max(cto, until))
-    await trio.to_thread.run_sync(index.set_meta, META_LAST_SYNC, _iso(until))
-    return tally.records
+        await _sync(client, index, now - overlap, tally, now)
+    return tally
 
 
 async def refresh(
@@ -147,10 +184,11 @@ async def refresh(
 ) -> RefreshResult:
     """Pick up what is new or changed since the last refresh; see the module docstring."""
     now = now or datetime.now(UTC)
-    covered = _coverage(index)
-    start = now - overlap if covered is None else min(now, covered[1]) - overlap
-    tally = _Tally()
-    await _read(client, index, start, now, tally, None)
+    now_ms = epoch_ms(now)
+    top = index.coverage.top()
+    start_ms = (now_ms if top is None else min(now_ms, top)) - _ms(overlap)
+    tally = Tally()
+    await read_span(client, index, start_ms, now_ms, tally=tally)
     token_time = index.get_meta(META_SYNC_TOKEN_TIME)
     if token_time is not None and index.get_meta(META_SYNC_TOKEN) is not None:
         try:
@@ -162,30 +200,13 @@ async def refresh(
                      SYNC_WINDOW.days)
             await trio.to_thread.run_sync(index.set_meta, META_SYNC_TOKEN, None)
     await _sync(client, index, now - overlap, tally, now)
-    cfrom = start if covered is None else min(covered[0], start)
-    await _set_coverage(index, cfrom, now if covered is None else max(covered[1], now))
     await trio.to_thread.run_sync(index.set_meta, META_LAST_SYNC, _iso(now))
-    return RefreshResult(frozenset(tally.changed), tally.added, tally.records)
-
-
-async def _read(
-    client: CallLogClient,
-    index: Index,
-    start: datetime,
-    end: datetime,
-    tally: _Tally,
-    progress: Callable[[int], None] | None,
-) -> None:
-    log.debug("reading the call log from %s to %s", _iso(start), _iso(end))
-    async for page in client.iter_call_log(start, end):
-        result = await trio.to_thread.run_sync(index.upsert_records, page)
-        tally.add(result, len(page))
-        if progress is not None:
-            progress(tally.records)
+    return RefreshResult(frozenset(tally.changed), len(tally.added), tally.records,
+                         tuple(tally.added))
 
 
 async def _sync(
-    client: CallLogClient, index: Index, fsync_from: datetime, tally: _Tally, now: datetime
+    client: CallLogClient, index: Index, fsync_from: datetime, tally: Tally, now: datetime
 ) -> None:
     token = index.get_meta(META_SYNC_TOKEN)
     for _ in range(MAX_SYNC_REQUESTS):
@@ -219,25 +240,13 @@ async def _sync(
     log.info("call-log sync has more changes; continuing at the next refresh")
 
 
-def _coverage(index: Index) -> tuple[datetime, datetime] | None:
-    cfrom = index.get_meta(META_COVERED_FROM)
-    cto = index.get_meta(META_COVERED_TO)
-    if cfrom is None or cto is None:
-        return None
-    try:
-        return datetime.fromisoformat(cfrom), datetime.fromisoformat(cto)
-    except ValueError:
-        log.warning("ignoring unreadable index coverage %r..%r", cfrom, cto)
-        return None
-
-
-async def _set_coverage(index: Index, cfrom: datetime, cto: datetime) -> None:
-    def write() -> None:
-        index.set_meta(META_COVERED_FROM, _iso(cfrom))
-        index.set_meta(META_COVERED_TO, _iso(cto))
-
-    await trio.to_thread.run_sync(write)
+def _ms(delta: timedelta) -> int:
+    return int(delta.total_seconds() * 1000)
 
 
 def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat()
+
+
+def _iso_ms(ms: int) -> str:
+    return from_epoch_ms(ms).isoformat().replace("+00:00", "Z")

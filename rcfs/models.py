@@ -198,6 +198,16 @@ def recordings_from_record(record: dict[str, Any]) -> list[Recording]:
     return out
 
 
+def record_start_ms(record: object) -> int | None:
+    """A record's start in epoch ms, or None when it has no usable one (never raises)."""
+    if not isinstance(record, dict):
+        return None
+    try:
+        return epoch_ms(parse_time(record.get("startTime"), "startTime"))
+    except (BadResponse, TypeError, ValueError, OverflowError):
+        return None
+
+
 def record_call_id(record: object) -> str | None:
     """The record's id if it has a usable one (for log lines about bad records)."""
     if isinstance(record, dict):

@@ -1,9 +1,12 @@
 """The mount's lifecycle: log in, index, serve, poll, unmount.
 
 `mount.py` owns the long-lived nursery (STYLE.md): the content manager's
-downloads, the refresher (`freshness.py`), the prefetcher (`prefetch.py`),
-the control socket (`control.py`) and the signal watcher all run in it, and
-it is cancelled when the FUSE main loop ends. The lifecycle is
+downloads, the rest of the index (`backfill.py`), the archive
+(`archive.py`), the refresher (`freshness.py`), the prefetcher
+(`prefetch.py`), the control socket (`control.py`), kernel invalidations and
+the signal watcher all run in it, and it is cancelled when the FUSE main
+loop ends. Before the tree is served, only the newest part of the call log
+is indexed (`Backfill.prefill`, a couple of seconds at most). The lifecycle is
 `pyfuse3.init → pyfuse3.main → pyfuse3.close`; `close(unmount=False)` on the
 error path, followed by a lazy unmount so no dead mount is left behind.
 
@@ -31,14 +34,15 @@ import pyfuse3
 import trio
 
 from rcfs.api import RingCentralClient, default_token_path
+from rcfs.archive import Archiver
+from rcfs.backfill import Backfill
 from rcfs.config import Credentials, cache_root, ensure_private_dir, state_dir
 from rcfs.content import ContentManager
 from rcfs.control import ControlServer, Handler, remove_stale, socket_path
 from rcfs.errors import ConfigError
 from rcfs.freshness import Freshness
-from rcfs.fuse_ops import Operations
-from rcfs.index import Index
-from rcfs.indexer import index_window
+from rcfs.fuse_ops import DeferredInvalidation, Operations
+from rcfs.index import Index, UpsertResult
 from rcfs.prefetch import Prefetcher
 from rcfs.status import ErrorLog, build_status
 from rcfs.vfs import Vfs
@@ -60,6 +64,8 @@ class MountOptions:
     umask: int = 0o022
     keep_deleted: bool = True
     state_dir: Path | None = None
+    archive: bool = False
+    retention_days: float = 90.0
 
 
 class Notifier:
@@ -133,21 +139,15 @@ async def serve(opts: MountOptions, creds: Credentials, notifier: Notifier) -> N
         acct_state = ensure_private_dir(root_state / "accounts" / _account_dir_name(account))
         index = Index(acct_state / "index.sqlite")
         try:
-            now = datetime.now(UTC)
-            notifier.progress(f"indexing call log since {opts.since.date().isoformat()}")
-            count = await index_window(
-                client,
-                index,
-                opts.since,
-                now,
-                progress=lambda n: notifier.progress(f"indexed {n} call records"),
-            )
-            log.info("indexed %d call records", count)
+            backfill = Backfill(client, index, since=opts.since, tz=opts.tz,
+                                archive_first=opts.archive)
+            notifier.progress(f"indexing the call log since {opts.since.date().isoformat()}")
+            await backfill.prefill(progress=notifier.progress)
             cache_dir = ensure_private_dir(
                 opts.cache_dir or cache_root() / _account_dir_name(account)
             )
-            await _serve_tree(
-                opts, client, index, cache_dir, acct_state, account, errors, started, notifier)
+            await _serve_tree(opts, client, index, backfill, cache_dir, acct_state, account,
+                              errors, started, notifier)
         finally:
             index.close()
 
@@ -156,6 +156,7 @@ async def _serve_tree(
     opts: MountOptions,
     client: RingCentralClient,
     index: Index,
+    backfill: Backfill,
     cache_dir: Path,
     acct_state: Path,
     account: str,
@@ -166,6 +167,7 @@ async def _serve_tree(
     content: ContentManager | None = None
     fresh: Freshness | None = None
     prefetcher: Prefetcher | None = None
+    archiver: Archiver | None = None
     control_path = socket_path(acct_state)
 
     def status() -> bytes:
@@ -176,7 +178,8 @@ async def _serve_tree(
             "started": lambda: started.isoformat(timespec="seconds"),
             "control": lambda: str(control_path),
             "keep_deleted": lambda: opts.keep_deleted,
-            "index": index.stats,
+            "index": lambda: {**index.stats(), "progress": backfill.snapshot()},
+            "archive": lambda: archiver.snapshot() if archiver else None,
             "refresh": lambda: fresh.snapshot() if fresh else None,
             "prefetch": lambda: prefetcher.snapshot() if prefetcher else None,
             "errors": errors.snapshot,
@@ -188,8 +191,38 @@ async def _serve_tree(
         if fresh is not None:
             fresh.gone(recording_id)
 
+    def on_stored(recording_ids: list[str]) -> None:
+        if archiver is not None:
+            archiver.stored(recording_ids)
+
+    def on_finished(recording_id: str) -> None:
+        if fresh is not None:
+            fresh.download_finished(recording_id)
+
+    def on_new() -> None:
+        if archiver is not None:
+            archiver.notify()
+
+    def heavy_per_min() -> float:
+        heavy = client.snapshot()["rate_limits"].get("Heavy") or {}
+        return 60.0 * heavy.get("limit", 10) / max(1e-3, heavy.get("window", 60.0))
+
     vfs = Vfs(index, opts.tz, uid=opts.uid, gid=opts.gid, umask=opts.umask,
-              status_provider=status, keep_deleted=opts.keep_deleted)
+              status_provider=status, keep_deleted=opts.keep_deleted,
+              expected_span=backfill.incomplete_span)
+    kernel = DeferredInvalidation()
+
+    async def on_page(result: UpsertResult) -> None:
+        if result.changed_starts_ms:
+            kernel.submit(vfs.invalidate(result.changed_starts_ms))
+        if result.added_recordings:
+            on_new()
+
+    window = (backfill.lo, backfill.hi)
+
+    async def on_indexed() -> None:
+        kernel.submit(*vfs.window_indexed(window))
+
     fuse_options = {"fsname=rcfs", "subtype=rcfs", "ro", "default_permissions", "noatime"}
     if opts.allow_other:
         fuse_options.add("allow_other")
@@ -203,11 +236,17 @@ async def _serve_tree(
             nursery=nursery,
             on_exact_size=vfs.set_exact_size,
             on_gone=on_gone,
+            permanent=opts.archive,
+            on_stored=on_stored,
+            on_finished=on_finished,
         )
         fresh = Freshness(client=client, index=index, vfs=vfs, content=content, errors=errors,
-                          keep_deleted=opts.keep_deleted, poll_interval=opts.poll_interval)
+                          keep_deleted=opts.keep_deleted, poll_interval=opts.poll_interval,
+                          on_new_recordings=on_new)
         prefetcher = Prefetcher(index, content)
-        ops = Operations(vfs, content, errors)
+        archiver = Archiver(index, content, errors, enabled=opts.archive,
+                            retention_days=opts.retention_days, budget_per_min=heavy_per_min)
+        ops = Operations(vfs, content, errors, index=backfill)
         try:
             pyfuse3.init(ops, str(opts.mountpoint), fuse_options)
         except RuntimeError as exc:
@@ -215,11 +254,20 @@ async def _serve_tree(
         clean = False
         try:
             nursery.start_soon(_watch_signals, fresh, content)
+            await nursery.start(kernel.run)
+            backfill.on_page, backfill.on_complete = on_page, on_indexed
+            await nursery.start(backfill.run)
+            await nursery.start(archiver.run)
             await nursery.start(fresh.run)
             await nursery.start(prefetcher.run)
             remove_stale(acct_state)
             await nursery.start(ControlServer(control_path, _commands(fresh, prefetcher, status)).run)
-            notifier.ready(f"serving {index.stats().get('recordings', 0)} recordings at {opts.mountpoint}")
+            progress = backfill.snapshot()
+            indexed = ("" if progress["complete"] else
+                       f" ({progress['days_indexed']} of {progress['days_total']} days indexed; "
+                       "the rest follows in the background)")
+            notifier.ready(f"serving {index.stats().get('recordings', 0)} recordings at "
+                           f"{opts.mountpoint}{indexed}")
             await pyfuse3.main()
             clean = True
         finally:

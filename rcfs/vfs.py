@@ -27,6 +27,11 @@ the 1867 Alaska date-line change repeats a whole day). Year/month/day
 existence is a skip-scan of the index (`Index.next_start`), so no listing
 costs more than its size.
 
+While the window is indexed in the background (`backfill.py`), the years and
+months it spans are listed at once (`expected_span`), days only as they
+become known; `day_range` tells the adapter which span of the call log a
+lookup or listing of a day needs, and the adapter has it indexed first.
+
 Caches. Memory is bounded by entries and bytes, not by days: the bytes of
 every cached day's calls.json cost ~900 B per call, 106 MB for 32 busy days.
 A day listing (`_Day`) holds its nodes and the size of its calls.json; the
@@ -129,6 +134,7 @@ class Vfs:
         umask: int,
         status_provider: Callable[[], bytes],
         keep_deleted: bool = True,
+        expected_span: Callable[[], tuple[int, int] | None] = lambda: None,
         clock_ns: Callable[[], int] = time.time_ns,
         day_cache_entries: int = 20_000,
         recording_cache_size: int = 8192,
@@ -142,6 +148,7 @@ class Vfs:
         self._file_mode = stat.S_IFREG | (0o444 & ~umask)
         self._status = status_provider
         self._all = keep_deleted
+        self._expected = expected_span
         self._clock_ns = clock_ns
         self._days: LRUCache[date, _Day] = LRUCache(
             maxsize=day_cache_entries,
@@ -217,6 +224,22 @@ class Vfs:
             listing = self._day(date(*key))
             return [(name, listing.nodes[name]) for name in listing.names]
         raise NotFound(f"inode {ino} is not a directory")
+
+    def day_range(self, ino: int, name: str | None = None) -> tuple[int, int] | None:
+        """The span (epoch ms, [lo, hi)) whose call log a lookup of `name` in directory
+        `ino` (or, without a name, a listing of `ino`) needs indexed: that of the day
+        looked up in a month, or of the day directory itself; None for anything else."""
+        kind, key = self._decode(ino)
+        if kind == "month" and name is not None and _TWO_RE.fullmatch(name):
+            try:
+                d = date(key[0], key[1], int(name))
+            except ValueError:
+                return None
+        elif kind == "day":
+            d = date(*key)
+        else:
+            return None
+        return self._start_of(d), self._start_of(d + timedelta(days=1))
 
     def xattrs(self, ino: int) -> dict[str, bytes]:
         """`user.rc.*` of a recording (DESIGN.md); empty for everything else."""
@@ -368,6 +391,30 @@ class Vfs:
         self._forget_recordings(days)
         return inos
 
+    def window_indexed(self, span: tuple[int, int]) -> tuple[set[int], list[tuple[int, str]]]:
+        """The window `span` was being indexed and now is: years and months shown
+        in advance that have no recordings go. Returns the directory inodes to
+        invalidate and the (parent, name) entries that left the tree."""
+        lo = from_epoch_ms(span[0]).astimezone(self._tz).date()
+        hi = from_epoch_ms(span[1] - 1).astimezone(self._tz).date()
+        shown = {y: self._months(y) for y in range(lo.year, hi.year + 1)}
+        for key in [k for k in self._lists if len(k) < 2]:
+            self._lists.pop(key, None)
+        for key in [k for k in self._dir_nodes if len(k) < 3]:
+            self._dir_nodes.pop(key, None)
+        inos = {ROOT_INO}
+        entries: list[tuple[int, str]] = []
+        years = set(self._years())
+        for y, months in shown.items():
+            inos.add(dir_ino(y))
+            if y not in years:
+                entries.append((ROOT_INO, f"{y:04d}"))
+                continue
+            real = set(self._months(y))
+            entries.extend((dir_ino(y), f"{m:02d}") for m in months if m not in real)
+            inos.update(dir_ino(y, m) for m in months)
+        return inos, entries
+
     def invalidate_all(self) -> None:
         for cache in (self._days, self._calls, self._lists, self._dir_nodes, self._day_mtime,
                       self._recs):
@@ -455,16 +502,40 @@ class Vfs:
         if cached is not None:
             return cached
         bounds = self._index.start_range()
-        if bounds is None:
-            return []
-        first = from_epoch_ms(bounds[0]).astimezone(self._tz).year
-        last = min(from_epoch_ms(bounds[1]).astimezone(self._tz).year, 9998)
-        return self._scan((), date(first, 1, 1), date(last + 1, 1, 1),
-                          lambda d: d.year, lambda d: date(min(d.year + 1, 9999), 1, 1))
+        found: list[int] = []
+        if bounds is not None:
+            first = from_epoch_ms(bounds[0]).astimezone(self._tz).year
+            last = min(from_epoch_ms(bounds[1]).astimezone(self._tz).year, 9998)
+            found = self._scan((), date(first, 1, 1), date(last + 1, 1, 1),
+                               lambda d: d.year, lambda d: date(min(d.year + 1, 9999), 1, 1))
+        expected = self._expected_dates()
+        if expected is not None:
+            found = sorted(set(found) | set(range(expected[0].year, expected[1].year + 1)))
+            self._lists[()] = found
+        return found
 
     def _months(self, y: int) -> list[int]:
-        return self._scan((y,), date(y, 1, 1), date(y + 1, 1, 1),
-                          lambda d: d.month, _next_month)
+        found = self._scan((y,), date(y, 1, 1), date(y + 1, 1, 1),
+                           lambda d: d.month, _next_month)
+        expected = self._expected_dates()
+        if expected is None or not expected[0].year <= y <= expected[1].year:
+            return found
+        lo = expected[0].month if expected[0].year == y else 1
+        hi = expected[1].month if expected[1].year == y else 12
+        if set(range(lo, hi + 1)) <= set(found):
+            return found
+        merged = self._lists[(y,)] = sorted(set(found) | set(range(lo, hi + 1)))
+        return merged
+
+    def _expected_dates(self) -> tuple[date, date] | None:
+        """While the window is being indexed: its first and last local dates, whose
+        years and months are shown before their days are known (a lookup of a day
+        in them indexes that day at once)."""
+        span = self._expected()
+        if span is None or span[1] <= span[0]:
+            return None
+        return (from_epoch_ms(span[0]).astimezone(self._tz).date(),
+                from_epoch_ms(span[1] - 1).astimezone(self._tz).date())
 
     def _day_list(self, y: int, m: int) -> list[int]:
         return self._scan((y, m), date(y, m, 1), _next_month(date(y, m, 1)),

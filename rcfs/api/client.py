@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,7 +25,7 @@ import trio
 
 from rcfs.api.auth import Authenticator, TokenStore, default_token_path, fingerprint
 from rcfs.api.groups import Budget
-from rcfs.api.ratelimit import Priority, RateLimiter, Ticket
+from rcfs.api.ratelimit import Priority, PriorityLike, RateLimiter, Ticket
 from rcfs.api.responses import ContentResponse, error_for, parse_json_object
 from rcfs.api.retry import RetryPolicy, retrying
 from rcfs.config import Credentials
@@ -192,7 +192,7 @@ class RingCentralClient:
         method: str,
         url: str,
         *,
-        priority: Priority,
+        priority: PriorityLike,
         headers: dict[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         stream: bool = False,
@@ -241,7 +241,7 @@ class RingCentralClient:
         url: str,
         params: Mapping[str, str] | None = None,
         *,
-        priority: Priority,
+        priority: PriorityLike,
     ) -> dict[str, Any]:
         async def attempt() -> dict[str, Any]:
             resp = await self._send(
@@ -297,7 +297,7 @@ class RingCentralClient:
             if resp.status_code >= 300:
                 log.info("revokeToken answered HTTP %d", resp.status_code)
 
-    async def account_info(self, *, priority: Priority = Priority.INTERACTIVE) -> dict[str, Any]:
+    async def account_info(self, *, priority: PriorityLike = Priority.INTERACTIVE) -> dict[str, Any]:
         return await self._get_json("readAccountInfo", f"{API}/account/~", priority=priority)
 
     def _call_log_path(self, sync: bool = False) -> tuple[str, str]:
@@ -317,8 +317,8 @@ class RingCentralClient:
         self.call_log_scope = "extension"
 
     async def iter_call_log(
-        self, date_from: datetime, date_to: datetime, *, priority: Priority = Priority.BACKGROUND
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+        self, date_from: datetime, date_to: datetime, *, priority: PriorityLike = Priority.BACKGROUND
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Pages of raw call-log records with recordings in [date_from, date_to)."""
         params = {
             "dateFrom": _iso(date_from),
@@ -355,7 +355,7 @@ class RingCentralClient:
         sync_token: str | None,
         *,
         date_from: datetime | None = None,
-        priority: Priority = Priority.BACKGROUND,
+        priority: PriorityLike = Priority.BACKGROUND,
     ) -> SyncResult:
         """FSync without a token, ISync with one; SyncTokenInvalid means: FSync again."""
         params = {"view": "Detailed"}
@@ -392,7 +392,7 @@ class RingCentralClient:
         )
 
     async def recording_info(
-        self, recording_id: str | int, *, priority: Priority = Priority.INTERACTIVE
+        self, recording_id: str | int, *, priority: PriorityLike = Priority.INTERACTIVE
     ) -> dict[str, Any]:
         rid = quote(str(recording_id), safe="")
         return await self._get_json(
@@ -401,7 +401,7 @@ class RingCentralClient:
 
     @asynccontextmanager
     async def stream_content(
-        self, content_uri: str, *, start: int = 0, priority: Priority = Priority.INTERACTIVE
+        self, content_uri: str, *, start: int = 0, priority: PriorityLike = Priority.INTERACTIVE
     ) -> AsyncIterator[ContentResponse]:
         """A recording's bytes from `start`: headers on entry, then `iter_chunks()`.
 

@@ -43,6 +43,8 @@ def _mount_options(args: argparse.Namespace) -> Any:
         cache_size=args.cache_size,
         poll_interval=args.poll_interval,
         keep_deleted=args.keep_deleted,
+        archive=args.archive,
+        retention_days=args.retention,
         allow_other=args.allow_other,
         uid=os.getuid() if args.uid is None else args.uid,
         gid=os.getgid() if args.gid is None else args.gid,

@@ -5,14 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-log = logging.getLogger("rcfs")
+from rcfs.units import fmt_bytes, fmt_duration
 
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+log = logging.getLogger("rcfs")
 
 
 def progress_bar(done: int, total: int, width: int = 30) -> str:
@@ -27,13 +22,13 @@ def format_status(st: dict[str, Any]) -> str:
         f"account     {st.get('account', '?')}  (call log: {st.get('call_log_scope', 'company')})",
         f"index       {idx.get('recordings', 0)} recordings in {idx.get('records', 0)} calls, "
         f"{idx.get('oldest') or '-'} .. {idx.get('newest') or '-'}",
+        *_index_progress(idx.get("progress") or {}),
         f"            {idx.get('deleted', 0)} deleted upstream ({idx.get('deleted_kept', 0)} kept"
         f"{'' if st.get('keep_deleted', True) else ', --no-keep-deleted'}); "
         f"last sync {idx.get('last_sync') or '-'}",
         f"cache       {fmt_bytes(cache.get('bytes', 0))} of {fmt_bytes(cache.get('limit', 0))}, "
         f"{cache.get('entries', 0)} recordings; {cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses",
-        f"archive     {cache.get('archived', 0)} recordings deleted upstream, "
-        f"{fmt_bytes(cache.get('archived_bytes', 0))} (never evicted; rcfs cache prune --deleted)",
+        *_archive(st.get("archive") or {}),
         f"downloads   {dl.get('active', 0)} active, {dl.get('queued', 0)} queued, "
         f"{dl.get('done', 0)} done, {dl.get('failed', 0)} failed, {fmt_bytes(dl.get('bytes', 0))}",
     ]
@@ -65,3 +60,29 @@ def format_status(st: dict[str, Any]) -> str:
     lines.append(f"errors      {len(errs)} recent" + (":" if errs else ""))
     lines.extend(f"  {e.get('time', '')} {e.get('cause', '')}" for e in errs[-5:])
     return "\n".join(lines)
+
+
+def _index_progress(p: dict[str, Any]) -> list[str]:
+    if not p or p.get("complete"):
+        return []
+    eta = p.get("eta_s")
+    left = f", about {fmt_duration(eta)} left" if eta else ""
+    error = f"; {p['error']}" if p.get("error") else ""
+    return [f"            indexing {progress_bar(p.get('days_indexed', 0), p.get('days_total', 0))} "
+            f"{p.get('days_indexed', 0)}/{p.get('days_total', 0)} days since "
+            f"{p.get('since', '?')}{left}{error}"]
+
+
+def _archive(a: dict[str, Any]) -> list[str]:
+    from rcfs.archive import summary_line
+
+    if not a:
+        return []
+    lines = [f"archive     {summary_line(a)}"]
+    if a.get("enabled") and a.get("at_risk"):
+        lines.append(
+            f"WARNING     {a['at_risk']} recordings will be deleted by RingCentral (after "
+            f"{a.get('retention_days', 90):g} days) before the archive reaches them at "
+            f"{a.get('rate_per_min', 0):g} a minute: raise the Heavy rate limit of the app, "
+            "or archive from a second app")
+    return lines

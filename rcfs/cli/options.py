@@ -122,6 +122,12 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-deleted", action=argparse.BooleanOptionalAction, default=True,
                    help="keep recordings deleted upstream visible and readable while their "
                         "content is cached, marked user.rc.deleted=1 (default: on)")
+    p.add_argument("--archive", action="store_true",
+                   help="download every recording into the archive store, oldest first, "
+                        "before RingCentral deletes it; kept for ever, outside --cache-size")
+    p.add_argument("--retention", type=positive_float, default=90.0, metavar="DAYS",
+                   help="days RingCentral keeps recordings on this account, for the archive's "
+                        "at-risk figure (default: 90; HIPAA accounts: 30)")
     p.add_argument("--allow-other", action="store_true",
                    help="let other users see the mount (needs user_allow_other in /etc/fuse.conf)")
     p.add_argument("--uid", type=int, default=None, help="owner of every file (default: you)")

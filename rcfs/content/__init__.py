@@ -34,10 +34,11 @@ Priorities are `rcfs.api.Priority` (an IntEnum; plain ints 0 = interactive,
 from __future__ import annotations
 
 from .manager import ContentManager
-from .types import BACKGROUND, INTERACTIVE, ContentRef, ContentResponse, ContentSource, OpenInfo
+from .types import BACKGROUND, BULK, INTERACTIVE, ContentRef, ContentResponse, ContentSource, OpenInfo
 
 __all__ = [
     "BACKGROUND",
+    "BULK",
     "INTERACTIVE",
     "ContentManager",
     "ContentRef",

@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from rcfs.api import Urgency
 from rcfs.api.retry import DEFAULT_POLICY, RetryPolicy
 from rcfs.errors import BadResponse, CacheFull, RcfsError, TemporaryFailure
 
@@ -93,7 +94,8 @@ class Download:
     ) -> None:
         self.recording_id = recording_id
         self.content_uri = content_uri
-        self.priority = priority
+        # Raised when a reader joins a download the archive or a prefetch started.
+        self.urgency = priority if isinstance(priority, Urgency) else Urgency(priority)
         self.path = partial_path
         self.fd: SharedFd | None = None
         self.received = 0  # bytes [0, received) are in the file, contiguous
@@ -207,7 +209,7 @@ class Download:
             try:
                 self.state = State.QUEUED
                 async with client.stream_content(
-                    self.content_uri, start=self.received, priority=self.priority
+                    self.content_uri, start=self.received, priority=self.urgency
                 ) as resp:
                     await self._on_headers(resp, on_size)
                     self.state = State.ACTIVE

@@ -95,7 +95,7 @@ from typing import Any
 
 import trio
 
-from rcfs.api import Priority
+from rcfs.api import Urgency
 from rcfs.errors import NotFound, TemporaryFailure
 
 from .download import Download, DownloadStats, SharedFd, State
@@ -156,6 +156,10 @@ class ContentManager:
         on_exact_size: Callable[[str, int], None],
         size_limit: int,
         on_gone: Callable[[str], None] | None = None,
+        *,
+        permanent: bool = False,
+        on_stored: Callable[[list[str]], None] | None = None,
+        on_finished: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -163,7 +167,11 @@ class ContentManager:
         self._on_exact_size = on_exact_size
         self._size_limit = size_limit
         self._on_gone = on_gone
-        self._archived: dict[str, int] = {}
+        self._permanent = permanent
+        self._on_stored = on_stored
+        self._on_finished = on_finished
+        self._archived: dict[str, int] = {}  # id -> size, in the permanent archive store
+        self._archived_bytes = 0
         self._inflight: dict[str, Download] = {}
         self._handles: dict[str, _Handle] = {}
         self._keys: set[str] = set()  # cached in the LRU cache (not the archive)
@@ -190,10 +198,17 @@ class ContentManager:
         nursery: trio.Nursery,
         on_exact_size: Callable[[str, int], None],
         on_gone: Callable[[str], None] | None = None,
+        permanent: bool = False,
+        on_stored: Callable[[list[str]], None] | None = None,
+        on_finished: Callable[[str], None] | None = None,
     ) -> ContentManager:
         """Open (creating, 0700) the cache under `cache_dir`; remove stale partial files.
 
-        `on_gone(recording_id)` is called when a download is answered 404.
+        `on_gone(recording_id)` is called when a download is answered 404;
+        `on_stored(ids)` when recordings enter the permanent archive store;
+        `on_finished(recording_id)` when a download ends, however it ends.
+        With `permanent` (archive mode) every download is committed to the
+        archive store, never to the LRU cache.
         """
         store = await trio.to_thread.run_sync(Store, Path(cache_dir), size_limit)
         try:
@@ -203,10 +218,12 @@ class ContentManager:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(store.close)
             raise
-        self = cls(store, client, nursery, on_exact_size, size_limit, on_gone)
+        self = cls(store, client, nursery, on_exact_size, size_limit, on_gone,
+                   permanent=permanent, on_stored=on_stored, on_finished=on_finished)
         self._keys = set(cache_stats.keys)
         self._volume = cache_stats.volume
         self._archived = archived
+        self._archived_bytes = sum(archived.values())
         nursery.start_soon(self._write_touches, name="content cache recency")
         return self
 
@@ -237,7 +254,7 @@ class ContentManager:
                 self._touch(rid)
                 return self._opened(handle, ref, hit=True)
             self._forget(rid)
-            self._archived.pop(rid, None)
+            self._unarchive(rid)
         download = self._join(ref, INTERACTIVE)
         await download.wait_size()
         handle = self._handle(ref)
@@ -287,7 +304,15 @@ class ContentManager:
         return recording_id in self._keys or recording_id in self._archived
 
     def is_archived(self, recording_id: str) -> bool:
+        """Whether the content is in the permanent archive store (never evicted)."""
         return recording_id in self._archived
+
+    def archived_ids(self) -> list[str]:
+        return list(self._archived)
+
+    def in_flight(self, recording_id: str) -> bool:
+        """Whether a download of this recording is running (or queued for a slot)."""
+        return recording_id in self._inflight
 
     async def archive(self, recording_ids: list[str]) -> tuple[set[str], set[str]]:
         """Move these recordings' cached content out of LRU eviction, in one worker
@@ -312,7 +337,7 @@ class ContentManager:
             kept, failed, volume = await trio.to_thread.run_sync(move)
             for rid in kept:
                 self._forget(rid)  # out of the LRU cache (an idle fd is closed)
-            self._archived.update(kept)
+            self._add_archived(kept)
             self._volume = volume
         return set(kept), failed
 
@@ -321,7 +346,7 @@ class ContentManager:
         self._check_open()
         count, size = await trio.to_thread.run_sync(self._store.prune, recording_ids)
         for rid in recording_ids:
-            if self._archived.pop(rid, None) is not None:
+            if self._unarchive(rid):
                 self._drop_idle(rid)  # a pruned file's blocks are freed on close
         return count, size
 
@@ -345,7 +370,7 @@ class ContentManager:
                 "hits": self._hits,
                 "misses": self._misses,
                 "archived": len(self._archived),
-                "archived_bytes": sum(self._archived.values()),
+                "archived_bytes": self._archived_bytes,
             },
             "downloads": {
                 "active": sum(s in (State.ACTIVE, State.COMMITTING) for s in states),
@@ -416,11 +441,14 @@ class ContentManager:
         """The download in flight for `ref`, or a new one started in the nursery."""
         download = self._inflight.get(ref.recording_id)
         if download is not None and download.state is not State.FAILED:
+            # A reader joining the archive's download: its request, if still
+            # waiting for a rate-limit slot, moves up to the reader's priority.
+            download.urgency.raise_to(priority)
             return download  # a failed one is still cleaning up: start afresh
         download = Download(
             ref.recording_id,
             ref.content_uri,
-            Priority(priority),
+            Urgency(priority),
             self._store.partial_path(ref.recording_id),
         )
         self._inflight[ref.recording_id] = download
@@ -436,10 +464,9 @@ class ContentManager:
             if self._inflight.get(download.recording_id) is download:
                 del self._inflight[download.recording_id]
         if isinstance(download.error, NotFound) and self._on_gone is not None:
-            try:
-                self._on_gone(download.recording_id)
-            except Exception:
-                log.exception("on_gone callback failed for recording %s", download.recording_id)
+            _call(self._on_gone, download.recording_id)
+        if self._on_finished is not None:
+            _call(self._on_finished, download.recording_id)
 
     # -- commits ---------------------------------------------------------------
 
@@ -476,7 +503,8 @@ class ContentManager:
             nonlocal started
             started = True
             return self._store.commit(
-                [ToCommit(i.recording_id, i.fd.fd, i.path, i.size) for i in batch], touched
+                [ToCommit(i.recording_id, i.fd.fd, i.path, i.size) for i in batch], touched,
+                permanent=self._permanent,
             )
 
         try:
@@ -496,15 +524,35 @@ class ContentManager:
 
     def _committed(self, batch: list[_Commit], result: Committed) -> None:
         """Apply a commit's result (no checkpoint: runs to the end)."""
+        stored: dict[str, int] = {}
         for item in batch:
             item.done = True
             item.error = result.errors.get(item.recording_id)
             if item.error is None:
-                self._keys.add(item.recording_id)
+                if self._permanent:
+                    stored[item.recording_id] = item.size
+                else:
+                    self._keys.add(item.recording_id)
             item.fd.release()
+        self._add_archived(stored)
         for rid in result.evicted:
             self._forget(rid)
         self._volume = result.volume
+
+    def _add_archived(self, sizes: dict[str, int]) -> None:
+        new = [rid for rid in sizes if rid not in self._archived]
+        for rid, size in sizes.items():
+            self._archived_bytes += size - self._archived.get(rid, 0)
+            self._archived[rid] = size
+        if new and self._on_stored is not None:
+            _call(self._on_stored, new)
+
+    def _unarchive(self, rid: str) -> bool:
+        size = self._archived.pop(rid, None)
+        if size is None:
+            return False
+        self._archived_bytes -= size
+        return True
 
     # -- idle descriptors and recency -------------------------------------------
 
@@ -565,6 +613,14 @@ class ContentManager:
                         await trio.to_thread.run_sync(self._store.touch, touched)
                     except Exception as exc:
                         log.warning("cannot record recent opens in the content cache: %s", exc)
+
+
+def _call(callback: Callable[[Any], None], arg: Any) -> None:
+    """A callback's failure is logged, never raised into the download or commit."""
+    try:
+        callback(arg)
+    except Exception:
+        log.exception("content callback %s failed for %r", getattr(callback, "__name__", "?"), arg)
 
 
 def idle_fds() -> int:

@@ -19,13 +19,15 @@ tag and checked against the file on every lookup, so a file truncated behind
 diskcache's back is dropped, never served.
 
 Archive. rcfs is an archive first: a recording deleted upstream must not be
-lost to LRU eviction. `archive` moves a cached file out of diskcache into
-`archive/` (hard link to `<id>.tmp`, rename to `<id>`, fsync the directory,
-then delete the diskcache entry), so at every instant the bytes are in the
-cache, the archive or both; a crash leaves at worst a `.tmp` (removed at the
-next start) or an entry in both places (the next `archive` call finishes the
-move). Archived files are not counted against `size_limit`; only `prune`
-removes them (`rcfs cache prune --deleted`).
+lost to LRU eviction. In archive mode (`rcfs mount --archive`) every download
+is committed straight into `archive/` (`commit(..., permanent=True)`), so
+nothing archived is ever evicted or counted against `size_limit`. `archive`
+moves a cached file out of diskcache into `archive/` (hard link to
+`<id>.tmp`, rename to `<id>`, fsync the directory, then delete the diskcache
+entry), so at every instant the bytes are in the cache, the archive or
+both; a crash leaves at worst a `.tmp` (removed at the next start) or an
+entry in both places (the next `archive` call finishes the move). Only
+`prune` removes archived files (`rcfs cache prune --deleted`).
 
 Bookkeeping without scans. `scan` reads every key once, when the manager
 starts; after that the manager keeps the key set itself from what `commit`
@@ -181,7 +183,8 @@ class Store:
     # -- the cache -----------------------------------------------------------
 
     def commit(
-        self, downloads: Sequence[ToCommit], touched: Mapping[str, float] | None = None
+        self, downloads: Sequence[ToCommit], touched: Mapping[str, float] | None = None,
+        *, permanent: bool = False,
     ) -> Committed:
         """Make verified downloads visible, then cull to the size limit.
 
@@ -190,18 +193,37 @@ class Store:
         committed and a crash leaves every entry complete or absent; a batch
         only shares this thread hop and the culling. `touched` (id -> access
         time) is applied first, so eviction sees every recent open.
+
+        `permanent` (archive mode): the files are renamed into `archive/`
+        instead (fsynced first, the directory once per batch), where nothing
+        evicts them and `size_limit` does not count them.
         """
         if touched:
             self.touch(touched)
         result = Committed(volume=0)
         for item in downloads:
             try:
-                self._commit_one(item)
+                if permanent:
+                    self._commit_permanent(item)
+                else:
+                    self._commit_one(item)
             except Exception as exc:
                 result.errors[item.recording_id] = exc
+        if permanent and len(result.errors) < len(downloads):
+            try:
+                _fsync_dir(str(self.archive_dir))
+            except OSError as exc:  # not durable: report every item of the batch
+                result.errors.update({i.recording_id: exc for i in downloads})
         result.evicted = self._evict_to_limit()
         result.volume = self.cache.volume()
         return result
+
+    def _commit_permanent(self, item: ToCommit) -> None:
+        st = os.fstat(item.fd)
+        if st.st_size != item.size:
+            raise ValueError(f"partial file has {st.st_size} bytes, expected {item.size}")
+        os.fsync(item.fd)
+        os.rename(item.path, self._archive_path(item.recording_id))
 
     def _commit_one(self, item: ToCommit) -> None:
         st = os.fstat(item.fd)

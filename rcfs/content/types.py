@@ -16,6 +16,7 @@ from rcfs.api import Priority
 
 INTERACTIVE = Priority.INTERACTIVE  # a reader waits: ahead in the Heavy queue
 BACKGROUND = Priority.BACKGROUND  # prefetch
+BULK = Priority.BULK  # the archive
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,11 @@
 """The persistent SQLite index of the call log: what the tree is built from.
 
-Owns: the schema (records, recordings, meta), its version and migrations, and
-every query the tree needs. Times are integer milliseconds since the epoch
+Owns: the database (connections, one writer at a time), the coverage of the
+call log it holds (`Coverage`, per span of time, persisted with the records
+of each page in one transaction, so an interrupted first mount resumes where
+it stopped), each recording's archive state (`stored`, `lost`), and every
+query the tree and the archive need; the schema and its migrations are in
+`schema.py`, the row types in `rows.py`. Times are integer milliseconds since the epoch
 (UTC) throughout; `start_ms` of a record and of its recordings is frozen at
 the first sighting, and so are a recording's naming fields, so a file name
 never changes and never moves to another day. The row id of a recording
@@ -35,131 +39,21 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rcfs.errors import BadResponse, RcfsError
-from rcfs.models import (
-    Party,
-    Recording,
-    epoch_ms,
-    from_epoch_ms,
-    parse_time,
-    record_call_id,
-)
+from rcfs.models import epoch_ms, from_epoch_ms, parse_time, record_call_id
 from rcfs.models import recordings_from_record as _recordings_from_record
 
+from .coverage import Coverage
+from .rows import REC_COLUMNS as _REC_COLUMNS
+from .rows import VISIBLE as _VISIBLE
+from .rows import IndexedRecording, StoredRecord, UpsertResult
+from .rows import indexed as _indexed
+from .schema import create_or_migrate
+
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 2
-# Nominal bitrate for size estimates until the exact size is known: 32 kbit/s.
-ESTIMATE_BYTES_PER_SECOND = 4000
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS records (
-    call_id TEXT PRIMARY KEY,
-    start_ms INTEGER NOT NULL,
-    mod_ms INTEGER NOT NULL,
-    raw TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS records_start ON records (start_ms, mod_ms);
-CREATE TABLE IF NOT EXISTS recordings (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    recording_id TEXT NOT NULL UNIQUE,
-    call_id TEXT NOT NULL,
-    start_ms INTEGER NOT NULL,
-    direction TEXT NOT NULL,
-    from_phone TEXT, from_ext TEXT, from_name TEXT,
-    to_phone TEXT, to_ext TEXT, to_name TEXT,
-    session_id TEXT NOT NULL,
-    telephony_session_id TEXT,
-    recording_type TEXT NOT NULL,
-    name_content_type TEXT,
-    duration INTEGER NOT NULL,
-    content_uri TEXT NOT NULL,
-    content_type TEXT,
-    exact_size INTEGER,
-    deleted INTEGER NOT NULL DEFAULT 0,
-    deleted_at INTEGER,
-    kept INTEGER
-);
-CREATE INDEX IF NOT EXISTS recordings_start ON recordings (start_ms);
-CREATE INDEX IF NOT EXISTS recordings_call ON recordings (call_id);
-CREATE INDEX IF NOT EXISTS recordings_deleted ON recordings (deleted) WHERE deleted=1;
-"""
-
-_REC_COLUMNS = (
-    "id, recording_id, call_id, start_ms, direction, from_phone, from_ext, from_name, "
-    "to_phone, to_ext, to_name, session_id, telephony_session_id, recording_type, "
-    "name_content_type, duration, content_uri, content_type, exact_size, deleted, deleted_at, kept"
-)
-# Which recordings a listing shows: with keep_deleted (include_deleted=True)
-# everything but those deleted upstream whose content is not kept (kept=0);
-# without it, only recordings that exist upstream.
-_VISIBLE = {True: "kept IS NOT 0", False: "deleted=0"}
-
-
-@dataclass(frozen=True)
-class IndexedRecording:
-    """A recording as indexed. `recording` carries the naming fields of the first
-    sighting (its `content_type` is the one the name was made with); `content_type`
-    here is the latest known one (learned from a content response)."""
-
-    rowid: int
-    recording: Recording
-    content_type: str | None
-    exact_size: int | None
-    deleted: bool
-    deleted_at_ms: int | None
-    # For a recording deleted upstream: True once its content is archived
-    # (kept), False once known not to be (it leaves the listing), None while
-    # undecided or when not deleted.
-    kept: bool | None = None
-
-    @property
-    def recording_id(self) -> str:
-        return self.recording.recording_id
-
-    @property
-    def content_uri(self) -> str:
-        return self.recording.content_uri
-
-    @property
-    def start_ms(self) -> int:
-        return self.recording.start_ms
-
-    @property
-    def size_exact(self) -> bool:
-        return self.exact_size is not None
-
-    @property
-    def size(self) -> int:
-        """The exact size if known, else duration x 32 kbit/s."""
-        if self.exact_size is not None:
-            return self.exact_size
-        return self.recording.duration * ESTIMATE_BYTES_PER_SECOND
-
-
-@dataclass(frozen=True)
-class StoredRecord:
-    """A call-log record as last seen; `start_ms` frozen at the first sighting."""
-
-    call_id: str
-    start_ms: int
-    mod_ms: int
-    raw: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class UpsertResult:
-    added_recordings: tuple[str, ...]
-    # Frozen start of every record or recording added or changed: the vfs maps
-    # them to the day directories to invalidate.
-    changed_starts_ms: frozenset[int]
-    bad_records: tuple[str, ...]
-
 
 class Index:
     """The SQLite index at `path` (created if absent)."""
@@ -171,24 +65,13 @@ class Index:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._closed = False
+        self._coverage = Coverage()
+        self._pending_coverage: Coverage | None = None
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         with self._write():
-            # executescript() would COMMIT the open transaction: one statement at a time.
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            version = int(row[0]) if row else 0
-            if version > SCHEMA_VERSION:
-                raise RcfsError(
-                    f"index {self._path} has schema {version}, newer than this rcfs "
-                    f"({SCHEMA_VERSION}); upgrade rcfs or remove the index"
-                )
-            if 0 < version < 2:
-                conn.execute("ALTER TABLE recordings ADD COLUMN kept INTEGER")
-            if version < SCHEMA_VERSION:
-                self._put_meta(conn, "schema_version", str(SCHEMA_VERSION))
+            create_or_migrate(conn, self._path)
+            self._coverage = Coverage(conn.execute("SELECT lo, hi FROM coverage").fetchall())
 
     # -- connections -------------------------------------------------------
 
@@ -205,18 +88,6 @@ class Index:
                 self._conns.append(conn)
         return conn
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
     def close(self) -> None:
         """Close every thread's connection; the index is unusable afterwards."""
         self._closed = True
@@ -228,8 +99,13 @@ class Index:
 
     # -- writes ------------------------------------------------------------
 
-    def upsert_records(self, records: Iterable[dict[str, Any]]) -> UpsertResult:
+    def upsert_records(
+        self, records: Iterable[dict[str, Any]], *, cover: tuple[int, int] | None = None
+    ) -> UpsertResult:
         """Store one page of call-log records in one transaction.
+
+        `cover` (epoch ms, [lo, hi)) is added to the coverage in the same
+        transaction: the page completes the call log of that span.
 
         New recordings are added with the naming fields of this sighting; known
         ones get their content URI and duration updated and lose any deleted
@@ -247,7 +123,49 @@ class Index:
                     self._upsert_one(conn, record, added, changed)
                 except BadResponse as exc:
                     bad.append(str(exc))
+            if cover is not None:
+                self._cover(conn, self._coverage.add(*cover))
         return UpsertResult(tuple(added), frozenset(changed), tuple(bad))
+
+    # -- coverage ----------------------------------------------------------
+
+    @property
+    def coverage(self) -> Coverage:
+        """The spans whose call log is in the index (an immutable snapshot)."""
+        return self._coverage
+
+    def add_coverage(self, lo: int, hi: int) -> None:
+        with self._write() as conn:
+            self._cover(conn, self._coverage.add(lo, hi))
+
+    def remove_coverage(self, lo: int, hi: int) -> None:
+        """Forget that [lo, hi) is indexed: it is read again (a remount's overlap)."""
+        with self._write() as conn:
+            self._cover(conn, self._coverage.remove(lo, hi))
+
+    def _cover(self, conn: sqlite3.Connection, new: Coverage) -> None:
+        """Persist `new` (the caller holds the write lock, so read-modify-write is safe)."""
+        if new == self._coverage:
+            return
+        conn.execute("DELETE FROM coverage")
+        conn.executemany("INSERT INTO coverage (lo, hi) VALUES (?, ?)", new.spans())
+        # Published when the transaction commits (a rollback raises past this).
+        self._pending_coverage = new
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        with self._write_lock:
+            self._pending_coverage = None
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            if self._pending_coverage is not None:
+                self._coverage = self._pending_coverage
 
     def _upsert_one(
         self, conn: sqlite3.Connection, record: dict[str, Any], added: list[str], changed: set[int]
@@ -321,7 +239,7 @@ class Index:
             elif (old[1], old[2], old[3]) != (rec.content_uri, rec.duration, 0):
                 conn.execute(
                     "UPDATE recordings SET content_uri=?, duration=?, deleted=0, deleted_at=NULL, "
-                    "kept=NULL WHERE recording_id=?",
+                    "kept=NULL, lost=0 WHERE recording_id=?",
                     (rec.content_uri, rec.duration, rec.recording_id))
                 changed.add(old[0])
 
@@ -365,17 +283,74 @@ class Index:
             "SELECT recording_id FROM recordings INDEXED BY recordings_deleted "
             "WHERE deleted=1 AND kept=1")]
 
-    def set_kept(self, recording_ids: Iterable[str], kept: bool) -> set[int]:
-        """Record whether deleted recordings' content is kept; returns the starts changed."""
+    def set_kept(self, recording_ids: Iterable[str], kept: bool, *, lost: bool = False) -> set[int]:
+        """Record whether deleted recordings' content is kept (in the archive store);
+        `lost`: not kept because rcfs never had it. Returns the starts changed."""
         starts: set[int] = set()
         with self._write() as conn:
             for rid in recording_ids:
                 row = conn.execute(
-                    "UPDATE recordings SET kept=? WHERE recording_id=? AND deleted=1 "
-                    "AND kept IS NOT ? RETURNING start_ms", (int(kept), rid, int(kept))).fetchone()
+                    "UPDATE recordings SET kept=?, stored=?, lost=? WHERE recording_id=? "
+                    "AND deleted=1 AND (kept IS NOT ? OR lost IS NOT ?) RETURNING start_ms",
+                    (int(kept), int(kept), int(lost and not kept), rid, int(kept),
+                     int(lost and not kept))).fetchone()
                 if row is not None:
                     starts.add(row[0])
         return starts
+
+    # -- the archive ---------------------------------------------------------
+
+    def set_stored(self, recording_ids: Iterable[str], stored: bool = True) -> None:
+        """Record that recordings' content is (or is no longer) in the archive store."""
+        with self._write() as conn:
+            conn.executemany("UPDATE recordings SET stored=? WHERE recording_id=? AND stored IS NOT ?",
+                             [(int(stored), rid, int(stored)) for rid in recording_ids])
+
+    def reconcile_stored(self, recording_ids: Iterable[str]) -> int:
+        """Make `stored` say exactly which recordings the archive store holds (at
+        start: the store is the truth, the flags its cache). Returns rows changed."""
+        with self._write() as conn:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS have (rid TEXT PRIMARY KEY)")
+            conn.execute("DELETE FROM have")
+            conn.executemany("INSERT OR IGNORE INTO have (rid) VALUES (?)",
+                             ((rid,) for rid in recording_ids))
+            on = conn.execute(
+                "UPDATE recordings SET stored=1 WHERE stored=0 "
+                "AND recording_id IN (SELECT rid FROM have)").rowcount
+            off = conn.execute(
+                "UPDATE recordings SET stored=0 WHERE stored=1 "
+                "AND recording_id NOT IN (SELECT rid FROM have)").rowcount
+            conn.execute("DELETE FROM have")
+        return on + off
+
+    def oldest_pending(self, limit: int, *, after: tuple[int, int] | None = None) -> list[IndexedRecording]:
+        """Recordings that exist upstream but are not in the archive store, oldest
+        first (by start, then row id), after `after` = (start_ms, rowid) if given."""
+        lo, rowid = after if after is not None else (-(2**62), -1)
+        rows = self._conn().execute(
+            f"SELECT {_REC_COLUMNS} FROM recordings INDEXED BY recordings_pending "
+            "WHERE deleted=0 AND stored=0 AND (start_ms > ? OR (start_ms = ? AND id > ?)) "
+            "ORDER BY start_ms, id LIMIT ?", (lo, lo, rowid, limit)).fetchall()
+        return [_indexed(row) for row in rows]
+
+    def pending_starts(self) -> list[int]:
+        """Start times of every recording still to archive, oldest first (for at_risk)."""
+        return [r[0] for r in self._conn().execute(
+            "SELECT start_ms FROM recordings INDEXED BY recordings_pending "
+            "WHERE deleted=0 AND stored=0 ORDER BY start_ms, id")]
+
+    def archive_counts(self) -> dict[str, int]:
+        """pending (exist upstream, not stored), stored (in the archive store, deleted or
+        not), stored_bytes (their exact sizes), lost (deleted upstream before rcfs had them)."""
+        conn = self._conn()
+        pending = conn.execute(
+            "SELECT COUNT(*) FROM recordings INDEXED BY recordings_pending "
+            "WHERE deleted=0 AND stored=0").fetchone()[0]
+        total = conn.execute("SELECT COUNT(*) FROM recordings WHERE deleted=0").fetchone()[0]
+        lost, kept = conn.execute(
+            "SELECT COALESCE(SUM(lost), 0), COALESCE(SUM(stored), 0) FROM recordings "
+            "INDEXED BY recordings_deleted WHERE deleted=1").fetchone()
+        return {"pending": pending, "stored": total - pending + kept, "lost": lost}
 
     def set_exact_size(
         self, recording_id: str, size: int, content_type: str | None = None
@@ -522,23 +497,3 @@ def _start_ms(record: dict[str, Any]) -> int:
     where = f"call-log record {record.get('id')} startTime"
     return epoch_ms(parse_time(record.get("startTime"), where))
 
-
-def _indexed(row: tuple[Any, ...]) -> IndexedRecording:
-    (rowid, rid, call_id, start_ms, direction, fph, fext, fname, tph, text, tname, session_id,
-     tsid, rtype, name_ctype, duration, uri, ctype, exact, deleted, deleted_at, kept) = row
-    rec = Recording(
-        recording_id=rid,
-        content_uri=uri,
-        recording_type=rtype,
-        content_type=name_ctype,
-        call_id=call_id,
-        session_id=session_id,
-        telephony_session_id=tsid,
-        direction=direction,
-        from_party=Party(fph, fext, fname),
-        to_party=Party(tph, text, tname),
-        start_time=from_epoch_ms(start_ms),
-        duration=duration,
-    )
-    return IndexedRecording(rowid, rec, ctype, exact, bool(deleted), deleted_at,
-                            None if kept is None else bool(kept))

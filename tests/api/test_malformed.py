@@ -29,7 +29,8 @@ from rcfs.api import RetryPolicy, RingCentralClient
 from rcfs.content import ContentManager, ContentRef
 from rcfs.errors import BadResponse, ForeignHostRefused, TemporaryFailure
 from rcfs.index import Index
-from rcfs.indexer import index_window, refresh
+from rcfs.indexer import read_span, refresh
+from rcfs.models import epoch_ms
 
 from .fakerc import JWT, MEDIA, SECRET, FakeRC
 
@@ -157,7 +158,7 @@ async def test_bad_records_skipped_good_ones_indexed_and_logged(
     caplog.set_level(logging.INFO)
     index = Index(tmp_path / "index.sqlite")
     try:
-        await index_window(client, index, D0, D1)
+        await read_span(client, index, epoch_ms(D0), epoch_ms(D1))
         ids = {r.recording_id for r in index.recordings_between(0, 2**62, include_deleted=True)}
         assert ids == {str(i) for i in range(5)}
     finally:

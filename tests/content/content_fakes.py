@@ -11,6 +11,7 @@ from typing import Any
 
 import trio
 
+from rcfs.api import Urgency
 from rcfs.content import ContentManager, ContentRef
 from rcfs.errors import NotFound, RcfsError, TemporaryFailure
 
@@ -55,7 +56,8 @@ class FakeResponse:
 class FakeSource:
     def __init__(self, plans: dict[str, Plan] | None = None) -> None:
         self.plans = plans or {}
-        self.calls: list[tuple[str, int, Any]] = []
+        self.calls: list[tuple[str, int, Any]] = []  # (uri, start, priority as it was then)
+        self.urgencies: list[Any] = []  # what each request was given (an Urgency may rise later)
         self.sent = 0
 
     def add(self, rid: str, uri: str, plan: Plan) -> ContentRef:
@@ -66,7 +68,9 @@ class FakeSource:
     async def stream_content(
         self, content_uri: str, *, start: int = 0, priority: Any = 0
     ) -> AsyncIterator[FakeResponse]:
-        self.calls.append((content_uri, start, priority))
+        self.urgencies.append(priority)
+        self.calls.append(
+            (content_uri, start, priority.priority if isinstance(priority, Urgency) else priority))
         await trio.lowlevel.checkpoint()
         plan = self.plans.get(content_uri)
         if plan is None or plan.not_found:
