@@ -33,7 +33,7 @@ from rcfs.emulator.config import (
 from rcfs.emulator.errors import json_response
 from rcfs.emulator.media import content_response
 from rcfs.emulator.model import INBOUND, OUTBOUND
-from rcfs.emulator.records import parse_iso
+from rcfs.emulator.records import iso, parse_iso
 from rcfs.emulator.state import EmulatorState
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,8 @@ class Admin:
     async def list_recordings(self, request: Request) -> Response:
         recs = self.state.account.visible_recordings(time.time())
         return json_response(
-            {"recordings": [{"id": r.id, "duration": r.duration, "callId": r.call.id} for r in recs]}
+            {"recordings": [{"id": r.id, "duration": r.duration, "callId": r.call.id,
+                             "startTime": iso(r.call.start_ms)} for r in recs]}
         )
 
     async def delete_recording(self, request: Request) -> Response:

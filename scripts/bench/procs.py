@@ -240,6 +240,18 @@ def rcfs_mount(emu: Emulator, home: Path, mp: Path, since: str, *extra: str,
         REAPER.unmount(mp)
 
 
+def wait_indexed(mp: Path, timeout: float = 1800) -> float:
+    """Seconds until the mount's status says its index is complete."""
+    start = time.monotonic()
+    while True:
+        st = json.loads((mp / ".rcfs" / "status.json").read_bytes())
+        if st["index"]["progress"]["complete"]:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise RuntimeError(f"the index of {mp} was not complete after {timeout} s")
+        time.sleep(0.05)
+
+
 # -- the minimal passthrough and rclone -----------------------------------------
 
 
