@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 WORKERS = 4
 RATE_WINDOW = 600.0  # seconds of completed downloads behind rate_per_min
 FIGURES_SECONDS = 2.0
+AT_RISK_SECONDS = 15.0  # at_risk walks every pending start: recomputed less often
 LOG_SECONDS = 3600.0
 DISK_FULL_PAUSE = 60.0
 RETRY_DELAYS = (60.0, 300.0, 1800.0, 3600.0)  # a recording whose download failed, in turn
@@ -98,6 +99,7 @@ class Archiver:
         self.failed = 0
         self.error: str | None = None
         self._figures: dict[str, Any] = {}
+        self._risk_due = -float("inf")  # trio time when at_risk is next recomputed
         self._warned_at_risk = False
 
     # -- events from the rest of the mount ------------------------------------------
@@ -239,19 +241,22 @@ class Archiver:
         estimate = rate if rate else (self._budget_per_min() if self.enabled else 0.0)
         horizon_ms = int(self.retention_days * DAY_MS)
         now_ms = int(self._clock() * 1000)
-        with_risk = self.enabled
+        with_risk = self.enabled and trio.current_time() >= self._risk_due
+        at_risk = self._figures.get("at_risk")
 
         def compute() -> dict[str, Any]:
             counts = self._index.archive_counts()
-            starts = self._index.pending_starts() if with_risk else []
             oldest = self._index.oldest_pending(1)
-            at_risk = None
+            risk = at_risk
             if with_risk:
-                at_risk = _at_risk(starts, now_ms, horizon_ms, estimate / 60_000 if estimate else 0.0)
-            return {**counts, "at_risk": at_risk,
+                risk = _at_risk(self._index.pending_starts(), now_ms, horizon_ms,
+                                estimate / 60_000 if estimate else 0.0)
+            return {**counts, "at_risk": risk if counts["pending"] else 0,
                     "oldest": oldest[0].start_ms if oldest else None}
 
         self._figures = await trio.to_thread.run_sync(compute)
+        if with_risk:
+            self._risk_due = trio.current_time() + AT_RISK_SECONDS
 
     # -- status ----------------------------------------------------------------------
 
