@@ -90,6 +90,7 @@ class Archiver:
         self._inflight: set[str] = set()
         self._retry: dict[str, tuple[float, int]] = {}  # id -> (trio time to retry at, failures)
         self._to_flag: set[str] = set()  # archived, `stored` not yet written
+        self._to_unflag: set[str] = set()  # no longer archived, not yet written
         self._flag_wanted = trio.Event()
         self._wake = trio.Event()
         self._figures_now = trio.Event()
@@ -111,7 +112,15 @@ class Archiver:
     def stored(self, recording_ids: list[str]) -> None:
         """The content manager moved these into the archive store (flags written in a batch)."""
         self._to_flag.update(recording_ids)
+        self._to_unflag.difference_update(recording_ids)
         self._flag_wanted.set()
+
+    def unstored(self, recording_ids: list[str]) -> None:
+        """These left the archive store (damaged content taken out of service)."""
+        self._to_unflag.update(recording_ids)
+        self._to_flag.difference_update(recording_ids)
+        self._flag_wanted.set()
+        self.notify()
 
     # -- tasks ---------------------------------------------------------------------
 
@@ -134,7 +143,12 @@ class Archiver:
 
     async def _worker(self) -> None:
         while True:
-            ir = await self._next()
+            try:
+                ir = await self._next()
+            except RcfsError as exc:  # the index failed (status has it): try again later
+                log.warning("archive: cannot read what to archive next: %s", exc)
+                await trio.sleep(DISK_FULL_PAUSE)
+                continue
             rid = ir.recording_id
             self._inflight.add(rid)
             try:
@@ -174,7 +188,7 @@ class Archiver:
             if failed:
                 raise RcfsError(f"cannot move recording {rid} into the archive store (see the log)")
             # It left the LRU cache meanwhile: download it.
-        ref = ContentRef(rid, ir.content_uri, ir.exact_size)
+        ref = ContentRef.of(ir)
         await self._content.prefetch(ref, BULK)
         self.downloaded += 1
         self._finished.append(trio.current_time())
@@ -206,10 +220,17 @@ class Archiver:
             await self._flag_wanted.wait()
             self._flag_wanted = trio.Event()
             batch, self._to_flag = self._to_flag, set()
+            gone, self._to_unflag = self._to_unflag, set()
+
+            def write(batch: set[str] = batch, gone: set[str] = gone) -> None:
+                self._index.set_stored(batch, True)
+                self._index.set_stored(gone, False)
+
             try:
-                await trio.to_thread.run_sync(self._index.set_stored, batch)
+                await trio.to_thread.run_sync(write)
             except Exception as exc:  # kept: written with the next batch
                 self._to_flag |= batch
+                self._to_unflag |= gone
                 log.warning("archive: cannot record %d archived recordings in the index: %s",
                             len(batch), exc)
                 await trio.sleep(5)

@@ -207,10 +207,16 @@ class Backfill:
                     log.info("%s", self._progress_line())
         finally:
             self.running = False
-        await trio.to_thread.run_sync(self._index.set_meta, META_LAST_SYNC, _iso(self.hi))
+        try:
+            await trio.to_thread.run_sync(self._index.set_meta, META_LAST_SYNC, _iso(self.hi))
+        except RcfsError as exc:  # recorded by the index; the next refresh sets it
+            log.warning("cannot record the last sync time: %s", exc)
         log.info("indexed the call log since %s: %s", _iso(self.lo), self._progress_line())
         if self.on_complete is not None:
-            await self.on_complete()
+            try:
+                await self.on_complete()
+            except Exception:  # the tree shows it at the next refresh anyway
+                log.exception("updating the tree after indexing failed")
 
     async def ensure(self, lo_ms: int, hi_ms: int) -> None:
         """Make sure [lo_ms, hi_ms) of the window is indexed, reading it now (interactive)."""

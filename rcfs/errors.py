@@ -68,3 +68,8 @@ class ForeignHostRefused(BadResponse):
 
 class CacheFull(RcfsError):
     """The content cache's disk is full (ENOSPC/EDQUOT): nothing was cached."""
+
+
+class Damaged(RcfsError):
+    """Cached content does not match the digest taken when it was downloaded, and
+    cannot be fetched again (deleted upstream): it is never served as good."""

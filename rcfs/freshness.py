@@ -28,6 +28,7 @@ listed meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -101,38 +102,53 @@ class Freshness:
             self._gone_event.set()
 
     async def refresh(self) -> dict[str, Any]:
-        """Refresh now (after any refresh in progress); returns what changed."""
+        """Refresh now (after any refresh in progress); returns what changed.
+
+        Whatever fails (the API, the index, a full state disk, a bug) counts in
+        `failures`, goes to the error log and is raised as one RcfsError,
+        "refresh failed: <cause>", the line `rcfs refresh` prints.
+        """
         async with self._lock:
-            started = self._clock()
             try:
-                result = await refresh(self._client, self._index)
+                return await self._refresh()
             except RcfsError as exc:
-                self._failures += 1
-                self._errors.record(f"refresh failed: {exc}")
-                raise
-            if result.new_recordings:
-                self._on_new()
-            deleted, kept, starts, removed = await self._settle()
-            changed = set(result.changed_days) | starts
-            await invalidate_kernel(self._vfs.invalidate(changed), removed)
-            self._refreshes += 1
-            self._last = {
-                "time": _iso(self._clock()),
-                "seconds": round(self._clock() - started, 3),
-                "records_read": result.records_read,
-                "new_recordings": result.new_recordings,
-                "deleted": deleted,
-                "deleted_kept": kept,
-                "changed_days": sorted({self._vfs.day_name(s) for s in changed}),
-            }
-            log.info(
-                "refresh: %d new recordings, %d deleted upstream (%d kept), %d days changed",
-                result.new_recordings,
-                deleted,
-                kept,
-                len(self._last["changed_days"]),
-            )
-            return dict(self._last)
+                raise self._failed(str(exc)) from exc
+            except Exception as exc:  # a bug: never the end of the mount, nor a bare repr
+                log.exception("refresh failed unexpectedly")
+                raise self._failed(f"internal error: {exc!r} (the log has the traceback)") from exc
+
+    async def _refresh(self) -> dict[str, Any]:
+        started = self._clock()
+        result = await refresh(self._client, self._index)
+        if result.new_recordings:
+            self._on_new()
+        deleted, kept, starts, removed = await self._settle()
+        changed = set(result.changed_days) | starts
+        await invalidate_kernel(self._vfs.invalidate(changed), removed)
+        self._refreshes += 1
+        self._last = {
+            "time": _iso(self._clock()),
+            "seconds": round(self._clock() - started, 3),
+            "records_read": result.records_read,
+            "new_recordings": result.new_recordings,
+            "deleted": deleted,
+            "deleted_kept": kept,
+            "changed_days": sorted({self._vfs.day_name(s) for s in changed}),
+        }
+        log.info(
+            "refresh: %d new recordings, %d deleted upstream (%d kept), %d days changed",
+            result.new_recordings,
+            deleted,
+            kept,
+            len(self._last["changed_days"]),
+        )
+        return dict(self._last)
+
+    def _failed(self, cause: str) -> RcfsError:
+        self._failures += 1
+        message = f"refresh failed: {cause}"
+        self._errors.record(message)
+        return RcfsError(message)
 
     async def prune_deleted(self) -> dict[str, Any]:
         """Drop the archived content of recordings deleted upstream (`rcfs cache prune --deleted`)."""
@@ -160,8 +176,11 @@ class Freshness:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Settle what a previous run left undecided, then poll until cancelled."""
         async with self._lock:
-            _, _, starts, removed = await self._settle()
-            await invalidate_kernel(self._vfs.invalidate(starts), removed)
+            try:
+                _, _, starts, removed = await self._settle()
+                await invalidate_kernel(self._vfs.invalidate(starts), removed)
+            except RcfsError as exc:  # e.g. the index: the next refresh settles what is left
+                self._errors.record(f"settling recordings deleted upstream failed: {exc}")
         task_status.started()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_gone)
@@ -170,14 +189,10 @@ class Freshness:
                 with trio.move_on_after(self._interval):
                     await self._wake.wait()
                 self._wake = trio.Event()
-                # A failure is in the error log; the next poll tries again.
-                try:
+                # A failure is counted and in the error log (`refresh` never raises
+                # anything else); the next poll tries again.
+                with contextlib.suppress(RcfsError):
                     await self.refresh()
-                except RcfsError:
-                    continue
-                except Exception as exc:  # never let one bad refresh end the mount
-                    log.exception("refresh failed unexpectedly")
-                    self._errors.record(f"refresh failed: internal error: {exc!r}")
 
     async def _watch_gone(self) -> None:
         while True:

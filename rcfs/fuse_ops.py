@@ -136,33 +136,38 @@ class DeferredInvalidation:
 def _handler(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Run a handler and map whatever it raises onto one FUSEError."""
 
+    name = fn.__name__
+
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        ops = args[0]
+        assert isinstance(ops, Operations)
+        ops.requests[name] = ops.requests.get(name, 0) + 1
         try:
             return await fn(*args, **kwargs)
-        except pyfuse3.FUSEError:
+        except pyfuse3.FUSEError as exc:
+            ops.count_error(name, exc.errno)
             raise
         except NotFound as exc:
             # Lookups of absent names are routine (shells probe for files).
             log.debug("%s: %s", fn.__name__, exc)
+            ops.count_error(name, errno.ENOENT)
             raise pyfuse3.FUSEError(errno.ENOENT) from None
         except RcfsError as exc:
-            ops = args[0]
-            assert isinstance(ops, Operations)
             # A failed download raises its one error in every waiting read
             # (readahead sends several): record and log it once.
             if not getattr(exc, "_rcfs_recorded", False):
                 ops.errors.record(f"{fn.__name__}: {exc}")
                 with contextlib.suppress(AttributeError):
                     exc._rcfs_recorded = True  # type: ignore[attr-defined]
+            ops.count_error(name, errno_for(exc))
             raise pyfuse3.FUSEError(errno_for(exc)) from None
         except (trio.Cancelled, KeyboardInterrupt):
             raise
         except Exception as exc:
-            ops = args[0]
-            if isinstance(ops, Operations):
-                ops.errors.record(f"{fn.__name__}: internal error: {exc!r}")
+            ops.errors.record(f"{fn.__name__}: internal error: {exc!r}")
             log.exception("unexpected error in %s", fn.__name__)
+            ops.count_error(name, errno.EIO)
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper
@@ -203,6 +208,16 @@ class Operations(pyfuse3.Operations):
         self._lookups: dict[int, int] = {}
         # Inodes whose attributes the kernel got with an estimated size.
         self._estimates_shown: set[int] = set()
+        # For the metrics: requests by operation, errors by (operation, errno name).
+        self.requests: dict[str, int] = {}
+        self.error_counts: dict[tuple[str, str], int] = {}
+
+    def count_error(self, operation: str, code: int) -> None:
+        key = (operation, errno.errorcode.get(code, str(code)))
+        self.error_counts[key] = self.error_counts.get(key, 0) + 1
+
+    def counters(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        return dict(self.requests), dict(self.error_counts)
 
     # -- attributes -------------------------------------------------------
 
@@ -299,9 +314,7 @@ class Operations(pyfuse3.Operations):
             self._files[fh] = _OpenFile(inode, data=self.vfs.read_small(inode))
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         rec = self.vfs.recording(inode)
-        info = await self.content.open(
-            ContentRef(rec.recording_id, rec.content_uri, rec.size if rec.size_exact else None)
-        )
+        info = await self.content.open(ContentRef.of(rec))
         if not rec.size_exact or inode in self._estimates_shown:
             # The kernel may hold an estimated size (the download, or a
             # prefetch since, learned the exact one): drop its cached

@@ -5,7 +5,10 @@ downloads, the rest of the index (`backfill.py`), the archive
 (`archive.py`), the refresher (`freshness.py`), the prefetcher
 (`prefetch.py`), the control socket (`control.py`), kernel invalidations and
 the signal watcher all run in it, and it is cancelled when the FUSE main
-loop ends. Before the tree is served, only the newest part of the call log
+loop ends. Before the index is opened, the daemon takes the account's and the
+cache directory's mount locks (`mountlock.py`: a second mount is refused) and
+checks the index (`index/check.py`: a damaged one is moved aside and rebuilt).
+Before the tree is served, only the newest part of the call log
 is indexed (`Backfill.prefill`, a couple of seconds at most). The lifecycle is
 `pyfuse3.init → pyfuse3.main → pyfuse3.close`; `close(unmount=False)` on the
 error path, followed by a lazy unmount so no dead mount is left behind.
@@ -16,6 +19,7 @@ the daemonizing parent reads it from a pipe (see `cli.py`).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -33,18 +37,21 @@ from zoneinfo import ZoneInfo
 import pyfuse3
 import trio
 
+from rcfs import mountlock
 from rcfs.api import RingCentralClient, default_token_path
 from rcfs.archive import Archiver
 from rcfs.backfill import Backfill
 from rcfs.config import Credentials, cache_root, ensure_private_dir, state_dir
-from rcfs.content import ContentManager
+from rcfs.content import ContentManager, ContentRef
 from rcfs.control import ControlServer, Handler, remove_stale, socket_path
 from rcfs.errors import ConfigError
 from rcfs.freshness import Freshness
 from rcfs.fuse_ops import DeferredInvalidation, Operations
 from rcfs.index import Index, UpsertResult
+from rcfs.metrics import StatusCollector, serve_metrics
 from rcfs.prefetch import Prefetcher
-from rcfs.status import ErrorLog, build_status
+from rcfs.registry import real_mountpoint, register, unregister
+from rcfs.status import ErrorLog, status_document
 from rcfs.vfs import Vfs
 
 log = logging.getLogger(__name__)
@@ -66,6 +73,7 @@ class MountOptions:
     state_dir: Path | None = None
     archive: bool = False
     retention_days: float = 90.0
+    metrics: tuple[str, int] | None = None  # serve Prometheus metrics on (host, port)
 
 
 class Notifier:
@@ -137,19 +145,29 @@ async def serve(opts: MountOptions, creds: Credentials, notifier: Notifier) -> N
         await client.login()
         account = str((await client.account_info()).get("id", "account"))
         acct_state = ensure_private_dir(root_state / "accounts" / _account_dir_name(account))
-        index = Index(acct_state / "index.sqlite")
-        try:
-            backfill = Backfill(client, index, since=opts.since, tz=opts.tz,
-                                archive_first=opts.archive)
-            notifier.progress(f"indexing the call log since {opts.since.date().isoformat()}")
-            await backfill.prefill(progress=notifier.progress)
-            cache_dir = ensure_private_dir(
-                opts.cache_dir or cache_root() / _account_dir_name(account)
-            )
-            await _serve_tree(opts, client, index, backfill, cache_dir, acct_state, account,
-                              errors, started, notifier)
-        finally:
-            index.close()
+        cache_dir = ensure_private_dir(
+            opts.cache_dir or cache_root() / _account_dir_name(account)
+        )
+        # One mount per state and per cache directory (mountlock.py): held until the
+        # daemon exits, taken before the index or the cache is touched; may wait a
+        # moment for a daemon that has just unmounted.
+        locks = await trio.to_thread.run_sync(functools.partial(
+            mountlock.take, acct_state, cache_dir, account=account, mountpoint=opts.mountpoint,
+        ), abandon_on_cancel=True)
+        with locks:
+            # A damaged index is moved aside and rebuilt (index/check.py); the check
+            # reads the whole file (about a second at 100,000 recordings): in a thread.
+            index = await trio.to_thread.run_sync(functools.partial(
+                Index.open_checked, acct_state / "index.sqlite", on_error=errors.record))
+            try:
+                backfill = Backfill(client, index, since=opts.since, tz=opts.tz,
+                                    archive_first=opts.archive)
+                notifier.progress(f"indexing the call log since {opts.since.date().isoformat()}")
+                await backfill.prefill(progress=notifier.progress)
+                await _serve_tree(opts, client, index, backfill, cache_dir, acct_state, account,
+                                  errors, started, notifier)
+            finally:
+                index.close()
 
 
 async def _serve_tree(
@@ -170,7 +188,9 @@ async def _serve_tree(
     archiver: Archiver | None = None
     control_path = socket_path(acct_state)
 
-    def status() -> bytes:
+    metrics_url: str | None = None
+
+    def status_doc() -> dict[str, Any]:
         sections: dict[str, Callable[[], Any]] = {
             "account": lambda: account,
             "mountpoint": lambda: str(opts.mountpoint),
@@ -183,9 +203,13 @@ async def _serve_tree(
             "refresh": lambda: fresh.snapshot() if fresh else None,
             "prefetch": lambda: prefetcher.snapshot() if prefetcher else None,
             "errors": errors.snapshot,
+            "metrics": lambda: {"url": metrics_url},
         }
-        return build_status(
+        return status_document(
             sections, [client.snapshot, lambda: content.snapshot() if content else {}])
+
+    def status() -> bytes:
+        return (json.dumps(status_doc(), indent=2, sort_keys=True, default=str) + "\n").encode()
 
     def on_gone(recording_id: str) -> None:
         if fresh is not None:
@@ -198,6 +222,14 @@ async def _serve_tree(
     def on_finished(recording_id: str) -> None:
         if fresh is not None:
             fresh.download_finished(recording_id)
+        ino = vfs.size_unconfirmed(recording_id)  # a failed download's promised size goes
+        if ino is not None:
+            kernel.submit([ino])
+
+    def on_damaged(recording_id: str, message: str) -> None:
+        errors.record(message)
+        if archiver is not None:
+            archiver.unstored([recording_id])
 
     def on_new() -> None:
         if archiver is not None:
@@ -239,6 +271,7 @@ async def _serve_tree(
             permanent=opts.archive,
             on_stored=on_stored,
             on_finished=on_finished,
+            on_damaged=on_damaged,
         )
         fresh = Freshness(client=client, index=index, vfs=vfs, content=content, errors=errors,
                           keep_deleted=opts.keep_deleted, poll_interval=opts.poll_interval,
@@ -247,11 +280,17 @@ async def _serve_tree(
         archiver = Archiver(index, content, errors, enabled=opts.archive,
                             retention_days=opts.retention_days, budget_per_min=heavy_per_min)
         ops = Operations(vfs, content, errors, index=backfill)
+        mounted_at = real_mountpoint(opts.mountpoint)  # now: once mounted, it would stat our own root
+        if opts.metrics is not None:  # before mounting: a bad address fails the mount at once
+            collector = StatusCollector(status_doc, fuse=ops.counters,
+                                        operations=client.operation_counts)
+            metrics_url = await _start_metrics(nursery, opts.metrics, collector)
         try:
             pyfuse3.init(ops, str(opts.mountpoint), fuse_options)
         except RuntimeError as exc:
             raise ConfigError(f"cannot mount on {opts.mountpoint}: {exc}") from None
         clean = False
+        record: Path | None = None
         try:
             nursery.start_soon(_watch_signals, fresh, content)
             await nursery.start(kernel.run)
@@ -261,16 +300,21 @@ async def _serve_tree(
             await nursery.start(fresh.run)
             await nursery.start(prefetcher.run)
             remove_stale(acct_state)
-            await nursery.start(ControlServer(control_path, _commands(fresh, prefetcher, status)).run)
+            commands = _commands(fresh, prefetcher, status, content, index)
+            await nursery.start(ControlServer(control_path, commands).run)
             progress = backfill.snapshot()
             indexed = ("" if progress["complete"] else
                        f" ({progress['days_indexed']} of {progress['days_total']} days indexed; "
                        "the rest follows in the background)")
+            # rcfs umount signals only the daemon recorded here (registry.py), never a pid
+            # read from a file in the mount.
+            record = await trio.to_thread.run_sync(register, opts.state_dir or state_dir(), mounted_at)
             notifier.ready(f"serving {index.stats().get('recordings', 0)} recordings at "
                            f"{opts.mountpoint}{indexed}")
             await pyfuse3.main()
             clean = True
         finally:
+            unregister(record)
             nursery.cancel_scope.cancel()
             with trio.CancelScope(shield=True):
                 await content.aclose()
@@ -279,8 +323,34 @@ async def _serve_tree(
                 lazy_unmount(opts.mountpoint)
 
 
+async def _start_metrics(
+    nursery: trio.Nursery, where: tuple[str, int], collector: StatusCollector
+) -> str:
+    host, port = where
+    try:
+        url: str = await nursery.start(serve_metrics, host, port, collector)
+    except (OSError, BaseExceptionGroup) as exc:
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {cause.strerror or cause}") from None
+    return url
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind `exc`, also inside the ExceptionGroups a server's nursery raises."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _os_error(inner)) is not None:
+                return found
+    return None
+
+
 def _commands(
-    fresh: Freshness, prefetcher: Prefetcher, status: Callable[[], bytes]
+    fresh: Freshness, prefetcher: Prefetcher, status: Callable[[], bytes],
+    content: ContentManager, index: Index,
 ) -> dict[str, Handler]:
     """The control socket's commands (see control.py for the protocol)."""
 
@@ -297,8 +367,15 @@ def _commands(
     async def get_status(msg: dict[str, Any]) -> dict[str, Any]:
         return {"status": json.loads(status())}
 
+    async def verify(msg: dict[str, Any]) -> dict[str, Any]:
+        def ref_of(recording_id: str) -> ContentRef | None:
+            ir = index.get_recording(recording_id)
+            return None if ir is None else ContentRef.of(ir)
+
+        return await content.verify(ref_of, repair=bool(msg.get("repair")))
+
     return {"refresh": refresh, "prefetch": prefetch, "prune_deleted": prune_deleted,
-            "status": get_status}
+            "status": get_status, "verify": verify}
 
 
 def _time_arg(msg: dict[str, Any], key: str) -> datetime | None:

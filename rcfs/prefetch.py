@@ -60,7 +60,7 @@ class Prefetcher:
             if rid in self._pending or self._content.is_cached(rid):
                 continue
             self._pending.add(rid)
-            self._send.send_nowait(ContentRef(rid, ir.content_uri, ir.exact_size if ir.size_exact else None))
+            self._send.send_nowait(ContentRef.of(ir))
             count += 1
         self.total += count
         log.info("prefetch: %d recordings queued (%d already cached or queued)", count, len(found) - count)
@@ -87,14 +87,13 @@ class Prefetcher:
         async for ref in self._receive:
             self._active += 1
             try:
-                await self._content.prefetch(ref, BACKGROUND)
+                size = await self._content.prefetch(ref, BACKGROUND)
             except RcfsError as exc:
                 self.failed += 1
                 log.info("prefetch of recording %s failed: %s", ref.recording_id, exc)
             else:
                 self.done += 1
-                ir = self._index.get_recording(ref.recording_id)
-                self.bytes += (ir.exact_size or 0) if ir is not None else 0
+                self.bytes += size
             finally:
                 self._active -= 1
                 self._pending.discard(ref.recording_id)

@@ -50,6 +50,15 @@ def build_status(
     `sections` fill one key each; each of `merged` returns several top-level
     keys at once (a component's own snapshot, e.g. `rate_limits` + `requests`).
     """
+    doc = status_document(sections, merged)
+    return (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
+def status_document(
+    sections: dict[str, Callable[[], Any]],
+    merged: Sequence[Callable[[], dict[str, Any]]] = (),
+) -> dict[str, Any]:
+    """The status document as a dict (what `build_status` renders, and the metrics read)."""
     doc: dict[str, Any] = {}
     for key, fn in sections.items():
         doc[key] = _safely(key, fn)
@@ -57,7 +66,7 @@ def build_status(
         value = _safely(getattr(fn, "__qualname__", "snapshot"), fn)
         doc.update(value if isinstance(value, dict) else {})
     doc["time"] = _iso(time.time())
-    return (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()
+    return doc
 
 
 def _safely(name: str, fn: Callable[[], Any]) -> Any:

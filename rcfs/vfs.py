@@ -47,10 +47,16 @@ one of those two (freshness passes the starts returned by `upsert_records`,
 `mark_deleted` and `set_kept` to `invalidate`).
 
 Learned sizes. `set_exact_size` is called while an open() waits for a
-download's headers, so it updates memory at once and, while `run` is running
-in the mount's nursery, leaves the index write to a worker thread (batched;
-pending sizes are overlaid on whatever is read from the index meanwhile).
-A crash loses at most those pending sizes, learned again at the next open.
+download's headers, so it updates memory at once. A size from headers is
+provisional (`final=False`): shown, so that fstat() after open() is exact,
+but never written to the index, and forgotten (`size_unconfirmed`) if the
+download fails, so a server that promised a terabyte and sent less cannot
+leave a file of that size behind. A final size (the download committed, or a
+complete cached file) is persisted with the content's digest and type: while
+`run` is running in the mount's nursery the index write goes to a worker
+thread (batched; pending sizes are overlaid on whatever is read from the
+index meanwhile). A crash loses at most those pending sizes, learned again
+at the next open.
 """
 
 from __future__ import annotations
@@ -159,8 +165,10 @@ class Vfs:
         # `invalidate`. ~1.5 KiB an entry: 8,192 entries are 12 MiB.
         self._recs: LRUCache[int, tuple[int, IndexedRecording, Node]] = LRUCache(
             maxsize=recording_cache_size)
-        # Learned sizes not yet in the index: recording id -> (size, content type).
-        self._pending: dict[str, tuple[int, str | None]] = {}
+        # Learned sizes not yet in the index: recording id -> (size, content type, digest).
+        self._pending: dict[str, tuple[int, str | None, str | None]] = {}
+        # Sizes response headers named, until the download completes: id -> (size, type).
+        self._provisional: dict[str, tuple[int, str | None]] = {}
         self._write_behind = False
         self._dirty = trio.Event()
         # Directory listings as sorted child numbers, keyed (), (y,), (y, m).
@@ -264,8 +272,11 @@ class Vfs:
             "start_time": start,
             "duration": str(rec.duration),
             "content_type": ir.content_type or "",
-            "size_exact": "1" if ir.exact_size is not None else "0",
+            "size_exact": "1" if ir.exact_size is not None and (
+                ir.recording_id not in self._provisional) else "0",
         }
+        if ir.digest:
+            values["blake2b"] = ir.digest
         if ir.deleted:
             values["deleted"] = "1"
         return {f"user.rc.{k}": v.encode("utf-8") for k, v in values.items()}
@@ -313,11 +324,15 @@ class Vfs:
         """The day directory (YYYY-MM-DD in the mount's zone) of a call start."""
         return from_epoch_ms(start_ms).astimezone(self._tz).date().isoformat()
 
-    def set_exact_size(self, recording_id: str, size: int, content_type: str | None = None) -> None:
+    def set_exact_size(
+        self, recording_id: str, size: int, content_type: str | None = None, *,
+        final: bool = True, digest: str | None = None,
+    ) -> None:
         """Record a learned size: the next getattr, listing and `recording` show it.
 
-        Persisted by `run` from a worker thread; inline (an index write, ~1 ms,
-        that may wait for a running batch) when `run` is not running.
+        A final one is persisted by `run` from a worker thread (inline, an index
+        write of ~1 ms that may wait for a running batch, when `run` is not
+        running), with the content's digest; a provisional one only lives in memory.
         """
         found = self._index.get_recording(recording_id)  # a read: never waits for a writer
         if found is None:
@@ -325,18 +340,44 @@ class Vfs:
         old = self._pending.get(recording_id)
         if content_type is None and old is not None:
             content_type = old[1]
+        if digest is None and old is not None:
+            digest = old[2]
+        if not final:
+            if recording_id not in self._pending and found.exact_size == size:
+                return  # already known, and final
+            self._provisional[recording_id] = (size, content_type)
+        else:
+            self._provisional.pop(recording_id, None)
         ir = replace(found, exact_size=size,
-                     content_type=found.content_type if content_type is None else content_type)
-        self._recs[self.recording_ino(ir)] = (ir.start_ms, ir, self._file_node(ir))
-        listing = self._days.get(day_of(ir.recording, self._tz))
-        if listing is not None and recording_id in listing.ids:
-            name = listing.ids[recording_id]
-            listing.nodes[name] = self._file_node(ir)
+                     content_type=found.content_type if content_type is None else content_type,
+                     digest=found.digest if digest is None else digest)
+        self._show(ir)
+        if not final:
+            return
         if self._write_behind:
-            self._pending[recording_id] = (size, content_type)
+            self._pending[recording_id] = (size, content_type, digest)
             self._dirty.set()
         else:
-            self._index.set_exact_size(recording_id, size, content_type)
+            self._index.set_exact_size(recording_id, size, content_type, digest)
+
+    def size_unconfirmed(self, recording_id: str) -> int | None:
+        """A download ended without confirming its provisional size: forget it.
+        Returns the inode whose attributes the kernel must drop, if any."""
+        if self._provisional.pop(recording_id, None) is None:
+            return None
+        found = self._index.get_recording(recording_id)
+        if found is None:
+            return None
+        ir = self._overlay(found)
+        self._show(ir)
+        return self.recording_ino(ir)
+
+    def _show(self, ir: IndexedRecording) -> None:
+        """Put a changed recording in the caches that hold it."""
+        self._recs[self.recording_ino(ir)] = (ir.start_ms, ir, self._file_node(ir))
+        listing = self._days.get(day_of(ir.recording, self._tz))
+        if listing is not None and ir.recording_id in listing.ids:
+            listing.nodes[listing.ids[ir.recording_id]] = self._file_node(ir)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write learned sizes to the index from a worker thread until cancelled.
@@ -597,11 +638,17 @@ class Vfs:
     def _overlay(self, ir: IndexedRecording) -> IndexedRecording:
         """The recording with its learned size if that is not in the index yet."""
         learned = self._pending.get(ir.recording_id)
-        if learned is None:
-            return ir
-        size, content_type = learned
-        return replace(ir, exact_size=size,
-                       content_type=ir.content_type if content_type is None else content_type)
+        if learned is not None:
+            size, content_type, digest = learned
+            return replace(ir, exact_size=size,
+                           content_type=ir.content_type if content_type is None else content_type,
+                           digest=ir.digest if digest is None else digest)
+        provisional = self._provisional.get(ir.recording_id)
+        if provisional is not None:
+            size, content_type = provisional
+            return replace(ir, exact_size=size,
+                           content_type=ir.content_type if content_type is None else content_type)
+        return ir
 
     def _day(self, d: date) -> _Day:
         listing = self._days.get(d)
@@ -626,7 +673,7 @@ class Vfs:
         ids: dict[str, str] = {}
         deleted: set[str] = set()
         for ir in self._index.recordings_between(lo, hi, include_deleted=self._all):
-            if self._pending:
+            if self._pending or self._provisional:
                 ir = self._overlay(ir)
             name = file_name(ir.recording, tz)
             nodes[name] = self._file_node(ir)

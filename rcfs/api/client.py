@@ -431,6 +431,10 @@ class RingCentralClient:
 
     # -- status -------------------------------------------------------------------
 
+    def operation_counts(self) -> dict[tuple[str, str], int]:
+        """Requests sent, by (rate-limit group, operationId): for the metrics."""
+        return self._limiter.operation_counts()
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "rate_limits": self._limiter.snapshot(),

@@ -396,6 +396,7 @@ class RateLimiter:
         self._budgets = {group_key(k): v for k, v in (budgets or {}).items()}
         self._groups: dict[str, GroupLimiter] = {}
         self._op_groups: dict[str, str] = {op: group_key(g) for op, g in OPERATION_GROUPS.items()}
+        self._op_sent: dict[tuple[str, str], int] = {}  # (group display name, operation) -> sent
         for name in DEFAULT_BUDGETS:  # status shows the documented groups from the start
             self.group(name)
 
@@ -415,6 +416,8 @@ class RateLimiter:
         """Wait for admission of one request of operation `op`."""
         g = self.group_for(op)
         ticket = await g.acquire(priority, op)
+        key = (g.name, op)
+        self._op_sent[key] = self._op_sent.get(key, 0) + 1
         try:
             yield ticket
         finally:
@@ -435,6 +438,10 @@ class RateLimiter:
             )
             self._op_groups[ticket.op] = group_key(named)
             new.record_send(ticket.sent_at)
+            old_key, new_key = (group.name, ticket.op), (new.name, ticket.op)
+            if self._op_sent.get(old_key):
+                self._op_sent[old_key] -= 1
+            self._op_sent[new_key] = self._op_sent.get(new_key, 0) + 1
             group = new
         retry_after = _float_header(headers, "retry-after")
         if status == 429 and retry_after is None and "retry-after" in headers:
@@ -453,3 +460,7 @@ class RateLimiter:
 
     def counters(self) -> dict[str, dict[str, int]]:
         return {g.name: g.counters() for g in self._groups.values()}
+
+    def operation_counts(self) -> dict[tuple[str, str], int]:
+        """Requests admitted, by (rate-limit group, operationId)."""
+        return {k: n for k, n in self._op_sent.items() if n}

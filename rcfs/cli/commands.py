@@ -9,7 +9,6 @@ trio process is not safe, so the child is a fresh interpreter.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import json
 import logging
@@ -45,6 +44,7 @@ def _mount_options(args: argparse.Namespace) -> Any:
         keep_deleted=args.keep_deleted,
         archive=args.archive,
         retention_days=args.retention,
+        metrics=args.metrics,
         allow_other=args.allow_other,
         uid=os.getuid() if args.uid is None else args.uid,
         gid=os.getgid() if args.gid is None else args.gid,
@@ -161,6 +161,15 @@ def _daemonize(argv: list[str], args: argparse.Namespace) -> int:
 
 
 def read_status(mountpoint: Path) -> dict[str, Any]:
+    """The daemon's status.json, read only from an rcfs mount: on any other file system
+    the file (and the control socket it names) may have been planted by anyone."""
+    from rcfs import registry
+
+    entry = registry.mount_at(registry.real_mountpoint(mountpoint))
+    if entry is not None and entry.fstype != registry.FSTYPE:
+        raise ConfigError(f"{mountpoint} is not an rcfs mount ({entry.fstype})")
+    if entry is None:
+        raise ConfigError(f"{mountpoint} is not an rcfs mount (nothing is mounted there)")
     path = mountpoint / ".rcfs" / "status.json"
     try:
         return dict(json.loads(path.read_bytes()))
@@ -177,25 +186,44 @@ def read_status(mountpoint: Path) -> dict[str, Any]:
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from rcfs.mount import is_mounted, lazy_unmount
+    """Unmount an rcfs mount: SIGTERM its daemon if rcfs's own record names a live one,
+    else (a dead mount, or one served by a daemon with another state directory) detach it.
+
+    Never signals a pid read from a file in the mount (`.rcfs/status.json` can be
+    planted on any other file system), and refuses what is not a `fuse.rcfs` mount.
+    """
+    from rcfs import registry
+    from rcfs.config import state_dir
+    from rcfs.mount import lazy_unmount
 
     mp: Path = args.mountpoint.absolute()
-    if not is_mounted(mp):
+    target = registry.real_mountpoint(mp)
+    entry = registry.mount_at(target)
+    if entry is None:
         raise ConfigError(f"{mp} is not mounted")
-    pid = None
-    with contextlib.suppress(ConfigError):  # a dead or foreign mount: detach it below
-        pid = int(read_status(mp).get("pid", 0)) or None
-    if pid is not None:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pid = None
+    if entry.fstype != registry.FSTYPE:
+        raise ConfigError(f"{mp} is not an rcfs mount ({entry.fstype})")
+    try:
+        state: Path | None = state_dir()
+    except ConfigError:
+        state = None  # no record to read: detach the mount below
+    daemon, why = (None, "no state directory") if state is None else registry.serving_daemon(
+        state, target, entry)
+
+    def still_mounted() -> bool:
+        now = registry.mount_at(target)
+        return now is not None and now.mount_id == entry.mount_id
+
+    if daemon is not None:
+        daemon.terminate()
         deadline = time.monotonic() + 15
-        while pid is not None and is_mounted(mp) and time.monotonic() < deadline:
+        while still_mounted() and time.monotonic() < deadline:
             time.sleep(0.05)
-    if is_mounted(mp) and not lazy_unmount(mp):
+    if still_mounted() and not lazy_unmount(mp):
         raise RcfsError(f"could not unmount {mp} (try: fusermount3 -u -z {mp})")
-    print(f"unmounted {mp}")
+    if daemon is None and state is not None:
+        registry.forget(state, target)  # a stale record (its daemon died), if any
+    print(f"unmounted {mp}" if daemon is not None else f"unmounted {mp} (detached: {why})")
     return EXIT_OK
 
 
@@ -262,6 +290,21 @@ def cmd_cache(args: argparse.Namespace) -> int:
               f"({fmt_bytes(result.get('bytes', 0))})")
         return EXIT_OK
     raise AssertionError(args.cache_command)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    print(f"verify: reading every cached recording of {args.mountpoint}...", file=sys.stderr)
+    r = _control(args.mountpoint, {"cmd": "verify", "repair": args.repair},
+                 args.timeout if args.timeout is not None else 7 * 86400)
+    damaged, unrepairable = r.get("damaged") or [], r.get("unrepairable") or []
+    print(f"verified {r.get('checked', 0)} recordings: {r.get('intact', 0)} intact, "
+          f"{len(damaged)} damaged, {r.get('repaired', 0)} repaired, "
+          f"{r.get('no_digest', 0)} without a digest on record (digest taken now)")
+    for rid in damaged:
+        fate = ("cannot be fetched again (deleted upstream)" if rid in unrepairable
+                else "fetched again" if args.repair else "taken out of service (--repair fetches it again)")
+        print(f"  damaged: recording {rid}: {fate}")
+    return EXIT_OK if not damaged or (args.repair and not unrepairable) else EXIT_FAIL
 
 
 # Real rate limiting with RingCentral's headers and penalties, but budgets six
@@ -339,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_prefetch(args)
         if args.command == "cache":
             return cmd_cache(args)
+        if args.command == "verify":
+            return cmd_verify(args)
         if args.command == "demo":
             return cmd_demo(args)
     except RcfsError as exc:

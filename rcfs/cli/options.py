@@ -69,6 +69,16 @@ def parse_umask(text: str) -> int:
     return value
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT, [V6]:PORT or :PORT (loopback) for a server rcfs runs."""
+    m = re.fullmatch(r"\s*(?:\[([0-9A-Fa-f:.]+)\]|([^:\s]*)):(\d{1,5})\s*", text)
+    if not m or not 0 <= int(m.group(3)) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"invalid address {text!r} (examples: 127.0.0.1:9468, :9468, [::1]:9468)")
+    host = m.group(1) or m.group(2) or "127.0.0.1"
+    return host, int(m.group(3))
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -128,6 +138,9 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retention", type=positive_float, default=90.0, metavar="DAYS",
                    help="days RingCentral keeps recordings on this account, for the archive's "
                         "at-risk figure (default: 90; HIPAA accounts: 30)")
+    p.add_argument("--metrics", type=parse_listen, default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                        "(HOST defaults to 127.0.0.1: ':9468')")
     p.add_argument("--allow-other", action="store_true",
                    help="let other users see the mount (needs user_allow_other in /etc/fuse.conf)")
     p.add_argument("--uid", type=int, default=None, help="owner of every file (default: you)")
@@ -188,6 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint", type=Path)
     p.add_argument("--deleted", action="store_true", required=True,
                    help="recordings deleted upstream (the only kind pruned by hand)")
+
+    p = sub.add_parser("verify", help="check every cached recording against its digest",
+                       description="Read every cached and archived recording and compare it "
+                                   "with the BLAKE2b digest taken when it was downloaded. "
+                                   "Damaged ones are taken out of service (never served as "
+                                   "good) and moved aside; with --repair, those that still "
+                                   "exist upstream are downloaded again.")
+    p.add_argument("mountpoint", type=Path)
+    p.add_argument("--repair", action="store_true",
+                   help="download damaged recordings again when they still exist upstream")
+    p.add_argument("--timeout", type=positive_float, default=None,
+                   help="give up waiting after this many seconds (default: wait until done)")
 
     p = sub.add_parser("emulator", add_help=False,
                        help="run the local RingCentral emulator (see rcfs emulator --help)")

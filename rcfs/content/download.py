@@ -4,6 +4,25 @@ A `Download` is created by the manager's single-flight map and run as a task
 in the manager's long-lived nursery; readers only ever wait on it. See
 `rcfs.content.manager` for the design essay. This module must not import
 httpx or pyfuse3.
+
+What a server may not do. A declared size beyond what the recording's
+duration allows (`integrity.max_plausible_size`) is refused before a byte is
+written, and so is a body without a length that grows past it. A body that
+brings nothing for `STALL_SECONDS`, or less than `MIN_RATE` bytes a second
+over `RATE_WINDOW` seconds, is a failed attempt; so is a resume that brought
+less than `PROGRESS_RESET` bytes, so a host that trickles or stalls ends in
+EIO after the resume policy's attempts, not never. A download nobody wants
+any more (no open file, no prefetch or archive waiting) is not resumed after
+a failure: it ends, and costs no more requests.
+
+Streaming through. A recording bigger than the cache disk's free space (less
+`FREE_RESERVE`) cannot be cached, but a reader can still have it: the
+download is then `transient`, with no file: the last `STREAM_WINDOW` bytes are
+kept in memory, readers are served from there, and the network read waits
+while it is more than half a window ahead of the furthest reader (a player's
+pace). Nothing is committed; a reader that falls out of the window, and the
+next open, need a new download. A prefetch or the archive, which want the
+recording kept, get `CacheFull` instead.
 """
 
 from __future__ import annotations
@@ -35,6 +54,15 @@ log = logging.getLogger(__name__)
 RESUME_POLICY: RetryPolicy = DEFAULT_POLICY
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+# No byte for this long: the attempt failed. RCFS_STALL_SECONDS tunes it (and
+# the window below) for links that are slow but alive, and for tests.
+STALL_SECONDS = float(os.environ.get("RCFS_STALL_SECONDS") or 30.0)
+RATE_WINDOW = STALL_SECONDS  # seconds over which MIN_RATE is measured
+MIN_RATE = 4096  # bytes a second: real time for 32 kbit/s audio
+PROGRESS_RESET = 256 * 1024  # an attempt that brings this much restarts the attempt count
+FREE_RESERVE = 64 << 10  # room for the cache's own metadata
+STREAM_WINDOW = 32 << 20  # bytes of a streamed-through recording kept in memory
 
 
 class State(enum.Enum):
@@ -90,10 +118,20 @@ class Download:
     """The single download of one recording; readers wait on its progress."""
 
     def __init__(
-        self, recording_id: str, content_uri: str, priority: Any, partial_path: str
+        self, recording_id: str, content_uri: str, priority: Any, partial_path: str,
+        *, max_size: int | None = None, wanted: Callable[[], bool] = lambda: True,
+        read_by: Callable[[], bool] = lambda: False,
     ) -> None:
         self.recording_id = recording_id
         self.content_uri = content_uri
+        self.max_size = max_size  # the most its duration allows (None: unknown)
+        self.wanted = wanted  # is anyone still waiting for it?
+        self.read_by = read_by  # does a reader (not a prefetch) want it?
+        self.transient = False  # streamed through memory, never cached (see the essay)
+        self._buf = bytearray()  # transient: bytes [_base, received)
+        self._base = 0
+        self._read_high = 0  # transient: the furthest a reader has asked for
+        self._reader_moved = trio.Event()
         # Raised when a reader joins a download the archive or a prefetch started.
         self.urgency = priority if isinstance(priority, Urgency) else Urgency(priority)
         self.path = partial_path
@@ -107,6 +145,7 @@ class Download:
         self.finished = trio.Event()  # the task has ended and cleaned up
         self._changed = trio.Event()
         self._headers_seen = False
+        self._free_space: Callable[[], int] | None = None
 
     # -- waiting (readers) ---------------------------------------------------
 
@@ -119,7 +158,7 @@ class Download:
         while True:
             if self.error is not None:
                 raise self.error
-            if self.total is not None and self.fd is not None:
+            if self.total is not None and (self.fd is not None or self.transient):
                 return self.total
             await self._changed.wait()
 
@@ -133,6 +172,18 @@ class Download:
             if self.error is not None:
                 raise self.error
             await self._changed.wait()
+
+    def transient_read(self, offset: int, end: int) -> bytes:
+        """Bytes [offset, end) of a streamed-through recording, which have arrived."""
+        if offset < self._base:
+            raise TemporaryFailure(
+                f"recording {self.recording_id} is streamed through without caching (no room on "
+                "the cache disk) and this part of it has passed: open it again to read it")
+        if end > self._read_high:
+            self._read_high = end
+            self._reader_moved.set()
+            self._reader_moved = trio.Event()
+        return bytes(self._buf[offset - self._base:end - self._base])
 
     async def wait_done(self) -> None:
         while self.state is not State.DONE:
@@ -149,6 +200,7 @@ class Download:
         stats: DownloadStats,
         on_size: Callable[[str, int], None],
         commit: Callable[[Download], Awaitable[None]],
+        free_space: Callable[[], int] | None = None,
     ) -> None:
         """Fetch, verify, commit. Never raises except trio.Cancelled from outside.
 
@@ -160,7 +212,15 @@ class Download:
                 try:
                     fd = await trio.to_thread.run_sync(store.create_partial, self.path)
                     self.fd = SharedFd(fd)
+                    self._free_space = free_space
                     await self._fetch(client, stats, on_size)
+                    if self.transient:
+                        self.state = State.DONE
+                        stats.done += 1
+                        self._notify()
+                        log.info("recording %s streamed through (%d bytes), not cached",
+                                 self.recording_id, self.received)
+                        return
                     self.state = State.COMMITTING
                     assert self.total is not None
                     await commit(self)
@@ -175,8 +235,9 @@ class Download:
                 except Exception as exc:
                     self._fail(_domain_error(exc, self.recording_id))
         finally:
-            if self.state is not State.DONE:
-                stats.failed += 1
+            if self.state is not State.DONE or self.transient:
+                if self.state is not State.DONE:
+                    stats.failed += 1
                 try:
                     with trio.CancelScope(shield=True):
                         await trio.to_thread.run_sync(store.discard_partial, self.path)
@@ -213,9 +274,7 @@ class Download:
                 ) as resp:
                     await self._on_headers(resp, on_size)
                     self.state = State.ACTIVE
-                    async for chunk in resp.iter_chunks():
-                        self._append(chunk)
-                        stats.bytes += len(chunk)
+                    await self._stream(resp, stats)
                 if self.total is None:  # no length: the clean end of the body says it
                     self._learn_size(self.received, on_size)
                 elif self.received < self.total:
@@ -233,20 +292,84 @@ class Download:
                     log.info("recording %s: body broke after its last byte (%s)",
                              self.recording_id, exc)
                     return
-                attempts = 1 if self.received > before else attempts + 1
+                progressed = self.received - before >= PROGRESS_RESET
+                attempts = 1 if progressed else attempts + 1
                 if attempts >= RESUME_POLICY.max_attempts:
                     raise
+                if not self.wanted():
+                    raise TemporaryFailure(
+                        f"{exc}; nobody is waiting for recording {self.recording_id} any more, "
+                        "so it is not resumed") from exc
                 delay = RESUME_POLICY.delay(attempts, exc)
                 log.info(
-                    "download of recording %s interrupted at byte %d (%s); resuming in %.1fs",
-                    self.recording_id, self.received, exc, delay,
+                    "download of recording %s interrupted at byte %d (%s); resuming in %.1fs "
+                    "(attempt %d of %d)", self.recording_id, self.received, exc, delay,
+                    attempts + 1, RESUME_POLICY.max_attempts,
                 )
                 await trio.sleep(delay)
+
+    async def _stream(self, resp: ContentResponse, stats: DownloadStats) -> None:
+        """Append the body, failing the attempt when it stalls or trickles."""
+        chunks = resp.iter_chunks().__aiter__()
+        window_start, window_bytes = trio.current_time(), 0
+        while True:
+            if self.transient and await self._wait_for_room():
+                window_start, window_bytes = trio.current_time(), 0  # our pause, not theirs
+            with trio.move_on_after(STALL_SECONDS) as stalled:
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    return
+            if stalled.cancelled_caught:
+                raise TemporaryFailure(
+                    f"no data for {STALL_SECONDS:.0f} s at byte {self.received}")
+            self._append(chunk)
+            stats.bytes += len(chunk)
+            window_bytes += len(chunk)
+            now = trio.current_time()
+            if now - window_start >= RATE_WINDOW:
+                if window_bytes < MIN_RATE * (now - window_start):
+                    raise TemporaryFailure(
+                        f"too slow: {window_bytes / (now - window_start):.0f} B/s "
+                        f"(the least accepted is {MIN_RATE} B/s)")
+                window_start, window_bytes = now, 0
+
+    async def _wait_for_room(self) -> bool:
+        """Streaming through: hold the network while far enough ahead of the readers.
+        True if it waited."""
+        waited = False
+        while self.received - self._read_high > STREAM_WINDOW // 2:
+            if not self.read_by():
+                raise TemporaryFailure(
+                    f"nobody reads the streamed-through recording {self.recording_id} any more")
+            waited = True
+            with trio.move_on_after(5):
+                await self._reader_moved.wait()
+        return waited
+
+    async def _check_room(self, total: int) -> None:
+        """Before the first byte: if the cache disk cannot hold `total`, stream it through
+        (a reader waits) or refuse (a prefetch or the archive, which want it kept)."""
+        if self._free_space is None or self.received or self.transient:
+            return
+        free = await trio.to_thread.run_sync(self._free_space)
+        if total + FREE_RESERVE <= free:
+            return
+        if not self.read_by():
+            raise CacheFull(
+                f"recording {self.recording_id} ({total} bytes) does not fit on the cache disk "
+                f"({free} bytes free)")
+        log.info("recording %s (%d bytes) is bigger than the cache disk's free space (%d bytes): "
+                 "streaming it through without caching", self.recording_id, total, free)
+        self.transient = True
+        if self.fd is not None:
+            self.fd.release()
+            self.fd = None
+        self._notify()
 
     async def _on_headers(
         self, resp: ContentResponse, on_size: Callable[[str, int], None]
     ) -> None:
-        assert self.fd is not None
         if resp.start != self.received:
             if resp.start != 0:
                 raise BadResponse(
@@ -259,15 +382,26 @@ class Download:
                 "server ignored the range for recording %s: restarting", self.recording_id
             )
             self.received = 0
-            await trio.to_thread.run_sync(os.ftruncate, self.fd.fd, 0)
+            if self.transient:
+                self._buf.clear()
+                self._base = 0
+            else:
+                assert self.fd is not None
+                await trio.to_thread.run_sync(os.ftruncate, self.fd.fd, 0)
         self._headers_seen = True
         self.content_type = resp.content_type or self.content_type
+        if resp.total_size is not None and self.max_size is not None and (
+                resp.total_size > self.max_size):
+            raise BadResponse(
+                f"recording {self.recording_id}: the server declared {resp.total_size} bytes, more "
+                f"than a recording of its duration can have ({self.max_size}): refused")
         if resp.total_size is not None:
             if self.total is not None and self.total != resp.total_size:
                 raise BadResponse(
                     f"recording {self.recording_id} changed size from {self.total}"
                     f" to {resp.total_size} during the download"
                 )
+            await self._check_room(resp.total_size)
             self._learn_size(resp.total_size, on_size)
 
     def _learn_size(self, size: int, on_size: Callable[[str, int], None]) -> None:
@@ -278,7 +412,6 @@ class Download:
         on_size(self.recording_id, size)  # the manager's _report_size: never raises
 
     def _append(self, chunk: bytes) -> None:
-        assert self.fd is not None
         if not chunk:
             return
         end = self.received + len(chunk)
@@ -286,6 +419,20 @@ class Download:
             raise BadResponse(
                 f"recording {self.recording_id} is longer than its size {self.total}"
             )
+        if self.max_size is not None and end > self.max_size:
+            raise BadResponse(
+                f"recording {self.recording_id}: the body grew past {self.max_size} bytes, more "
+                "than a recording of its duration can have: refused")
+        if self.transient:
+            self._buf += chunk
+            excess = len(self._buf) - STREAM_WINDOW
+            if excess > 0:
+                del self._buf[:excess]
+                self._base += excess
+            self.received = end
+            self._notify()
+            return
+        assert self.fd is not None
         # Inline, not through a thread, by measurement on this machine
         # (tests/content/bench_append.py): a 64 KiB pwrite into the page cache
         # takes ~12 us median (16 KiB: ~4 us), a thread hop ~65 us; chunks

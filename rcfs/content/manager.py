@@ -73,6 +73,19 @@ cache by `archive` (see `store.py`) and served from there; `prune_archive`
 is the only way it goes. A download answered 404 reports the recording to
 `on_gone`, so the caller can mark it deleted.
 
+Integrity. Each commit hashes the file (BLAKE2b-512, `integrity.py`) and
+reports the size as final with its digest (`on_exact_size(..., final=True)`);
+sizes from response headers are reported as provisional, and a download
+that fails leaves them unconfirmed (the tree forgets them). The first open
+of a cached entry in a mount reads and hashes it before serving a byte, and
+compares with the digest the index holds (`ContentRef.digest`): a damaged
+entry is moved to `damaged/` (`Store.quarantine`), reported (`on_damaged`),
+and fetched again, or, gone upstream, answered with `Damaged` (EIO).
+`verify.py` does the same for every entry (`rcfs verify`). Who still wants a
+download (`_wanting`: opens, prefetches, the archive; `_handles`: open
+files) decides whether a failed one is resumed, and whether one too big for
+the disk is streamed through to readers (download.py's essay).
+
 Errors. A download's error is stored on it and raised in every reader that
 waits for bytes it does not have: NotFound, AuthError, TemporaryFailure as
 the client raised them, CacheFull for ENOSPC. While a resumable download is
@@ -83,12 +96,14 @@ download. Each failure is logged once, by the download, with its cause.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import resource
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,11 +111,13 @@ from typing import Any
 import trio
 
 from rcfs.api import Urgency
-from rcfs.errors import NotFound, TemporaryFailure
+from rcfs.errors import CacheFull, Damaged, NotFound, TemporaryFailure
 
 from .download import Download, DownloadStats, SharedFd, State
-from .store import Committed, Store, ToCommit
-from .types import BACKGROUND, INTERACTIVE, ContentRef, ContentSource, OpenInfo
+from .integrity import max_plausible_size
+from .store import Committed, Found, Store, ToCommit
+from .types import BACKGROUND, INTERACTIVE, ContentRef, ContentSource, OpenInfo, SizeReport
+from .verify import verify_all
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +143,17 @@ class _Handle:
     def attach_download(self, download: Download) -> None:
         if self.download is download:
             return
-        assert download.fd is not None and download.total is not None
+        assert download.total is not None
         self._drop_fd()
+        if download.transient:  # streamed through memory: no file
+            self.size, self.download = download.total, download
+            return
+        assert download.fd is not None
         self.fd, self.size, self.download = download.fd.acquire(), download.total, download
 
     def complete(self) -> bool:
-        if self.download is not None and self.download.state is State.DONE:
+        d = self.download
+        if d is not None and d.state is State.DONE and not d.transient:
             self.download = None  # same inode: the partial file is now the cache file
         return self.fd is not None and self.download is None
 
@@ -153,13 +175,14 @@ class ContentManager:
         store: Store,
         client: ContentSource,
         nursery: trio.Nursery,
-        on_exact_size: Callable[[str, int], None],
+        on_exact_size: SizeReport,
         size_limit: int,
         on_gone: Callable[[str], None] | None = None,
         *,
         permanent: bool = False,
         on_stored: Callable[[list[str]], None] | None = None,
         on_finished: Callable[[str], None] | None = None,
+        on_damaged: Callable[[str, str], None] | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -170,9 +193,17 @@ class ContentManager:
         self._permanent = permanent
         self._on_stored = on_stored
         self._on_finished = on_finished
+        self._on_damaged = on_damaged
+        self._verified: set[str] = set()  # entries whose digest was checked in this mount
+        self._unrepaired: set[str] = set()  # damaged, taken out, not fetched again yet
+        self.damaged = 0
+        self.repaired = 0
+        self.last_verify: dict[str, Any] | None = None
         self._archived: dict[str, int] = {}  # id -> size, in the permanent archive store
         self._archived_bytes = 0
         self._inflight: dict[str, Download] = {}
+        self._wanting: dict[str, int] = {}  # opens, prefetches and the archive waiting for one
+        self._opening: dict[str, int] = {}  # of those, opens (readers)
         self._handles: dict[str, _Handle] = {}
         self._keys: set[str] = set()  # cached in the LRU cache (not the archive)
         self._volume = 0  # bytes, as counted against size_limit
@@ -196,17 +227,19 @@ class ContentManager:
         size_limit: int,
         client: ContentSource,
         nursery: trio.Nursery,
-        on_exact_size: Callable[[str, int], None],
+        on_exact_size: SizeReport,
         on_gone: Callable[[str], None] | None = None,
         permanent: bool = False,
         on_stored: Callable[[list[str]], None] | None = None,
         on_finished: Callable[[str], None] | None = None,
+        on_damaged: Callable[[str, str], None] | None = None,
     ) -> ContentManager:
         """Open (creating, 0700) the cache under `cache_dir`; remove stale partial files.
 
         `on_gone(recording_id)` is called when a download is answered 404;
         `on_stored(ids)` when recordings enter the permanent archive store;
-        `on_finished(recording_id)` when a download ends, however it ends.
+        `on_finished(recording_id)` when a download ends, however it ends;
+        `on_damaged(recording_id, message)` when cached bytes fail their digest.
         With `permanent` (archive mode) every download is committed to the
         archive store, never to the LRU cache.
         """
@@ -219,7 +252,8 @@ class ContentManager:
                 await trio.to_thread.run_sync(store.close)
             raise
         self = cls(store, client, nursery, on_exact_size, size_limit, on_gone,
-                   permanent=permanent, on_stored=on_stored, on_finished=on_finished)
+                   permanent=permanent, on_stored=on_stored, on_finished=on_finished,
+                   on_damaged=on_damaged)
         self._keys = set(cache_stats.keys)
         self._volume = cache_stats.volume
         self._archived = archived
@@ -243,20 +277,22 @@ class ContentManager:
                 handle.attach_complete(*idle)
                 self._touch(rid)
                 return self._opened(handle, ref, hit=True)
-            found = await trio.to_thread.run_sync(self._store.lookup, rid)
+            found = await self._lookup_checked(ref)
             if found is not None:
-                fd, size = found
                 handle = self._handle(ref)
                 if handle.complete():  # another open won the race
-                    os.close(fd)
+                    os.close(found.fd)
                 else:
-                    handle.attach_complete(SharedFd(fd), size)
+                    handle.attach_complete(SharedFd(found.fd), found.size)
                 self._touch(rid)
-                return self._opened(handle, ref, hit=True)
+                # A digest taken now for an entry cached before digests were kept.
+                learned = found.digest if ref.digest is None else None
+                return self._opened(handle, ref, hit=True, digest=learned)
             self._forget(rid)
             self._unarchive(rid)
         download = self._join(ref, INTERACTIVE)
-        await download.wait_size()
+        with self._want(rid), self._want(rid, self._opening):
+            await download.wait_size()
         handle = self._handle(ref)
         if not handle.complete():
             handle.attach_download(download)
@@ -265,18 +301,23 @@ class ContentManager:
     async def read(self, recording_id: str, offset: int, size: int) -> bytes:
         """Bytes [offset, offset+size) clamped to EOF, as soon as they have arrived."""
         handle = self._handles.get(recording_id)
-        if handle is None or handle.fd is None:
+        if handle is None or (handle.fd is None and handle.download is None):
             raise RuntimeError(f"read of recording {recording_id} that is not open")
         if offset < 0 or size < 0:
             raise ValueError("negative offset or size")
         if handle.complete():
             # Inline pread of a complete, open file: STYLE.md's measured exception.
+            assert handle.fd is not None
             return os.pread(handle.fd.fd, size, offset)
         end = min(offset + size, handle.size)
         if offset >= end:
             return b""
         download = handle.download
         assert download is not None
+        if download.transient:
+            await download.wait_bytes(end)
+            return download.transient_read(offset, end)
+        assert handle.fd is not None
         fd = handle.fd.acquire()  # a concurrent open may swap the handle's fd
         try:
             await download.wait_bytes(end)
@@ -350,15 +391,23 @@ class ContentManager:
                 self._drop_idle(rid)  # a pruned file's blocks are freed on close
         return count, size
 
-    async def prefetch(self, ref: ContentRef, priority: int = BACKGROUND) -> None:
-        """Download into the cache without a reader; returns when cached.
+    async def prefetch(self, ref: ContentRef, priority: int = BACKGROUND) -> int:
+        """Download into the cache without a reader; returns when cached, with the
+        bytes it downloaded (0 if it was cached already).
 
         Raises the download's error. Not counted as a cache hit or miss.
         """
         self._check_open()
-        if self.is_cached(ref.recording_id) and ref.recording_id not in self._inflight:
-            return
-        await self._join(ref, priority).wait_done()
+        rid = ref.recording_id
+        if self.is_cached(rid) and rid not in self._inflight:
+            return 0
+        download = self._join(ref, priority)
+        with self._want(rid):
+            await download.wait_done()
+        if download.transient:  # a reader's download, streamed through: nothing was kept
+            raise CacheFull(f"recording {rid} was streamed through, not cached: the cache disk "
+                            "has no room for it")
+        return download.total or 0
 
     def snapshot(self) -> dict[str, Any]:
         states = [d.state for d in self._inflight.values()]
@@ -371,6 +420,10 @@ class ContentManager:
                 "misses": self._misses,
                 "archived": len(self._archived),
                 "archived_bytes": self._archived_bytes,
+                "verified": len(self._verified),
+                "damaged": self.damaged,
+                "repaired": self.repaired,
+                "last_verify": self.last_verify,
             },
             "downloads": {
                 "active": sum(s in (State.ACTIVE, State.COMMITTING) for s in states),
@@ -415,27 +468,101 @@ class ContentManager:
         if self._closed:
             raise TemporaryFailure("the content cache is closed")
 
+    @contextlib.contextmanager
+    def _want(self, rid: str, counts: dict[str, int] | None = None) -> Iterator[None]:
+        """Someone waits for this recording's download (not yet through a handle)."""
+        counts = self._wanting if counts is None else counts
+        counts[rid] = counts.get(rid, 0) + 1
+        try:
+            yield
+        finally:
+            counts[rid] -= 1
+            if not counts[rid]:
+                del counts[rid]
+
     def _handle(self, ref: ContentRef) -> _Handle:
         handle = self._handles.get(ref.recording_id)
         if handle is None:
             handle = self._handles[ref.recording_id] = _Handle(ref)
         return handle
 
-    def _opened(self, handle: _Handle, ref: ContentRef, *, hit: bool) -> OpenInfo:
+    def _opened(
+        self, handle: _Handle, ref: ContentRef, *, hit: bool, digest: str | None = None
+    ) -> OpenInfo:
         handle.refs += 1
         if hit:
             self._hits += 1
-            if ref.size_hint != handle.size:  # downloads report their own
-                self._report_size(ref.recording_id, handle.size)
+            if ref.size_hint != handle.size or digest is not None:  # downloads report their own
+                self._report(ref.recording_id, handle.size, final=True, digest=digest)
         else:
             self._misses += 1
         return OpenInfo(size=handle.size, complete=handle.complete())
 
     def _report_size(self, recording_id: str, size: int) -> None:
+        """A download's response headers named the size: provisional until it completes."""
+        self._report(recording_id, size)
+
+    def _report(self, recording_id: str, size: int, *, final: bool = False,
+                digest: str | None = None, content_type: str | None = None) -> None:
         try:
-            self._on_exact_size(recording_id, size)
+            self._on_exact_size(recording_id, size, final=final, digest=digest,
+                                content_type=content_type)
         except Exception:
             log.exception("on_exact_size callback failed for recording %s", recording_id)
+
+    # -- integrity -------------------------------------------------------------
+
+    async def _lookup_checked(self, ref: ContentRef) -> Found | None:
+        """The cached entry, its digest checked against the index's at its first
+        open in this mount; None if absent, or damaged and fetchable again.
+        Raises Damaged if it is damaged and gone upstream."""
+        rid = ref.recording_id
+        check = rid not in self._verified
+        found = await trio.to_thread.run_sync(functools.partial(self._store.lookup, rid, digest=check))
+        if found is None or found.digest is None:
+            return found
+        if ref.digest is not None and found.digest != ref.digest:
+            os.close(found.fd)
+            await self._take_out_damaged(ref, found.digest)
+            return None
+        self._verified.add(rid)
+        if ref.digest is None:  # cached before digests were kept: this one is the first
+            log.debug("recording %s: no digest on record; taking %s", rid, found.digest[:16])
+        return found
+
+    async def _take_out_damaged(self, ref: ContentRef, got: str, *, raise_if_gone: bool = True) -> str:
+        """Quarantine a damaged entry; raises Damaged (if asked) when it cannot be fetched again."""
+        rid = ref.recording_id
+        where = await trio.to_thread.run_sync(self._store.quarantine, rid)
+        self._forget(rid)
+        self._unarchive(rid)
+        self._verified.discard(rid)
+        self._unrepaired.add(rid)
+        self.damaged += 1
+        message = (f"recording {rid}: cached bytes do not match the digest taken when it was "
+                   f"downloaded (blake2b {got[:16]}..., expected {str(ref.digest)[:16]}...); "
+                   f"moved aside to {where or 'nowhere (the file was gone)'}"
+                   + ("; it was deleted upstream and cannot be fetched again" if ref.gone
+                      else "; fetching it again"))
+        if self._on_damaged is not None:
+            _call2(self._on_damaged, rid, message)
+        else:
+            log.error("%s", message)
+        if ref.gone and raise_if_gone:
+            raise Damaged(message)
+        return message
+
+    async def verify(
+        self, refs: Callable[[str], ContentRef | None], *, repair: bool = False
+    ) -> dict[str, Any]:
+        """Check every cached and archived entry against its digest (`rcfs verify`):
+        see `verify.verify_all`."""
+        self._check_open()
+        report = await verify_all(self, refs, repair=repair)
+        self.last_verify = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            "repair": repair,
+                            **{k: (len(v) if isinstance(v, list) else v) for k, v in report.items()}}
+        return report
 
     def _join(self, ref: ContentRef, priority: int) -> Download:
         """The download in flight for `ref`, or a new one started in the nursery."""
@@ -445,11 +572,15 @@ class ContentManager:
             # waiting for a rate-limit slot, moves up to the reader's priority.
             download.urgency.raise_to(priority)
             return download  # a failed one is still cleaning up: start afresh
+        rid = ref.recording_id
         download = Download(
-            ref.recording_id,
+            rid,
             ref.content_uri,
             Urgency(priority),
-            self._store.partial_path(ref.recording_id),
+            self._store.partial_path(rid),
+            max_size=max_plausible_size(ref.duration),
+            wanted=lambda: rid in self._handles or self._wanting.get(rid, 0) > 0,
+            read_by=lambda: rid in self._handles or self._opening.get(rid, 0) > 0,
         )
         self._inflight[ref.recording_id] = download
         self._nursery.start_soon(self._run, download, name=f"download {ref.recording_id}")
@@ -458,11 +589,16 @@ class ContentManager:
     async def _run(self, download: Download) -> None:
         try:
             await download.run(
-                self._client, self._store, self._downloads, self._report_size, self._commit
+                self._client, self._store, self._downloads, self._report_size, self._commit,
+                free_space=self._store.free_bytes,
             )
         finally:
             if self._inflight.get(download.recording_id) is download:
                 del self._inflight[download.recording_id]
+        if download.transient and download.state is State.DONE and download.total is not None:
+            # Streamed through, not kept: still, every byte its size promised arrived.
+            self._report(download.recording_id, download.total, final=True,
+                         content_type=download.content_type)
         if isinstance(download.error, NotFound) and self._on_gone is not None:
             _call(self._on_gone, download.recording_id)
         if self._on_finished is not None:
@@ -480,7 +616,8 @@ class ContentManager:
         Raises this download's commit error.
         """
         assert download.fd is not None and download.total is not None
-        item = _Commit(download.recording_id, download.fd.acquire(), download.path, download.total)
+        item = _Commit(download.recording_id, download.fd.acquire(), download.path, download.total,
+                       download.content_type)
         self._to_commit.append(item)
         try:
             async with self._commit_lock:
@@ -533,6 +670,12 @@ class ContentManager:
                     stored[item.recording_id] = item.size
                 else:
                     self._keys.add(item.recording_id)
+                self._verified.add(item.recording_id)
+                self._unrepaired.discard(item.recording_id)
+                # The size is final only now: every byte it promised is on disk.
+                self._report(item.recording_id, item.size, final=True,
+                             digest=result.digests.get(item.recording_id),
+                             content_type=item.content_type)
             item.fd.release()
         self._add_archived(stored)
         for rid in result.evicted:
@@ -615,6 +758,13 @@ class ContentManager:
                         log.warning("cannot record recent opens in the content cache: %s", exc)
 
 
+def _call2(callback: Callable[[Any, Any], None], a: Any, b: Any) -> None:
+    try:
+        callback(a, b)
+    except Exception:
+        log.exception("content callback %s failed for %r", getattr(callback, "__name__", "?"), a)
+
+
 def _call(callback: Callable[[Any], None], arg: Any) -> None:
     """A callback's failure is logged, never raised into the download or commit."""
     try:
@@ -641,6 +791,7 @@ class _Commit:
     fd: SharedFd  # the batch's own reference
     path: str
     size: int
+    content_type: str | None = None
     done: bool = False
     error: Exception | None = None
 

@@ -7,6 +7,15 @@ Layout under `cache_dir` (every directory 0700)::
         .lock               an flock(2) held for the session's lifetime
         <id>.<n>.part       downloads in progress
     archive/<id>            recordings deleted upstream, kept out of LRU eviction
+                            (and, with --archive, every download)
+    damaged/<id>.<time>.<n> entries whose bytes no longer match their digest,
+                            taken out of service and kept for inspection
+
+Digests. `commit` reads each verified download back (from the page cache, in
+the worker thread) and returns its BLAKE2b-512 (`integrity.py`); the manager
+keeps it in the index, and `lookup(..., digest=True)` computes it again so
+the first open of an entry in a mount can be checked before any byte of it
+is served.
 
 A download is written to a `.part` file, verified, fsynced and then *moved*
 into diskcache by `_AdoptingDisk.store` (a rename, not a copy: no second copy
@@ -52,6 +61,8 @@ import logging
 import os
 import re
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,11 +72,14 @@ from typing import Any
 import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
 
+from .integrity import fd_digest
+
 log = logging.getLogger(__name__)
 
 CACHE_SUBDIR = "cache"
 PARTIAL_SUBDIR = "partial"
 ARCHIVE_SUBDIR = "archive"
+DAMAGED_SUBDIR = "damaged"
 _TMP_SUFFIX = ".tmp"
 LOCK_NAME = ".lock"
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
@@ -120,6 +134,17 @@ class Committed:
     volume: int  # after culling
     evicted: list[str] = field(default_factory=list)  # in eviction order
     errors: dict[str, Exception] = field(default_factory=dict)  # not committed
+    digests: dict[str, str] = field(default_factory=dict)  # of those committed
+
+
+@dataclass(frozen=True)
+class Found:
+    """A complete cached or archived file, opened: `digest` if it was asked for."""
+
+    fd: int
+    size: int
+    digest: str | None
+    archived: bool
 
 
 def _fsync_dir(path: str) -> None:
@@ -146,23 +171,47 @@ class Store:
         self.archive_dir = _private_dir(cache_dir / ARCHIVE_SUBDIR)
         for leftover in self.archive_dir.glob("*" + _TMP_SUFFIX):
             leftover.unlink(missing_ok=True)  # an archive move interrupted by a crash
+        self.cache_dir = cache_dir
         self.session_dir = _private_dir(partial_root / uuid.uuid4().hex)
         self._lock_fd = os.open(self.session_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        self.size_limit = size_limit
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self.cache = diskcache.Cache(
-                str(_private_dir(cache_dir / CACHE_SUBDIR)),
-                size_limit=size_limit,
-                eviction_policy="least-recently-used",
-                disk=_AdoptingDisk,
-                cull_limit=0,  # see _evict_to_limit
-            )
+            self.cache = self._open_cache()
         except BaseException:
             shutil.rmtree(self.session_dir, ignore_errors=True)
             os.close(self._lock_fd)
             raise
-        self.size_limit = size_limit
         self._counter = itertools.count()
+        self._recreate_lock = threading.Lock()
+
+    def _open_cache(self) -> diskcache.Cache:
+        return diskcache.Cache(
+            str(_private_dir(self.cache_dir / CACHE_SUBDIR)),
+            size_limit=self.size_limit,
+            eviction_policy="least-recently-used",
+            disk=_AdoptingDisk,
+            cull_limit=0,  # see _evict_to_limit
+        )
+
+    def recreate_if_removed(self) -> bool:
+        """If the cache directory was removed under the mount, make it again (empty):
+        directories, this session's lock and a new diskcache. True if it did."""
+        with self._recreate_lock:
+            if self.session_dir.is_dir() and (self.cache_dir / CACHE_SUBDIR / "cache.db").exists():
+                return False
+            log.warning("the content cache directory %s was removed while mounted: recreated "
+                        "(what was cached there is gone and will be downloaded again)", self.cache_dir)
+            _private_dir(self.session_dir)
+            _private_dir(self.archive_dir)
+            lock_fd = os.open(self.session_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.close(self._lock_fd)
+            self._lock_fd = lock_fd
+            old, self.cache = self.cache, self._open_cache()
+            with contextlib.suppress(Exception):
+                old.close()
+            return True
 
     # -- partial files -------------------------------------------------------
 
@@ -171,9 +220,14 @@ class Store:
         stem = recording_id if _SAFE_ID.fullmatch(recording_id) else uuid.uuid4().hex
         return str(self.session_dir / f"{stem}.{next(self._counter)}.part")
 
-    @staticmethod
-    def create_partial(path: str) -> int:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    def create_partial(self, path: str) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            return os.open(path, flags, 0o600)
+        except FileNotFoundError:
+            if not self.recreate_if_removed():
+                raise
+            return os.open(path, flags, 0o600)
 
     @staticmethod
     def discard_partial(path: str) -> None:
@@ -203,10 +257,12 @@ class Store:
         result = Committed(volume=0)
         for item in downloads:
             try:
+                digest = fd_digest(item.fd)  # the bytes as written, read back from the page cache
                 if permanent:
                     self._commit_permanent(item)
                 else:
                     self._commit_one(item)
+                result.digests[item.recording_id] = digest
             except Exception as exc:
                 result.errors[item.recording_id] = exc
         if permanent and len(result.errors) < len(downloads):
@@ -267,19 +323,58 @@ class Store:
             evicted.append(row[0])
         return evicted
 
-    def lookup(self, recording_id: str) -> tuple[int, int] | None:
-        """(fd, size) of a complete cached or archived file, opened; None if absent.
+    def lookup(self, recording_id: str, *, digest: bool = False) -> Found | None:
+        """A complete cached or archived file, opened (and its digest computed, if
+        asked: a full read); None if absent.
 
         Read-only: unlike diskcache's `get` (a write transaction, ~7x slower)
         it does not mark the entry as recently used; the caller does, through
         `touch` or `commit`. A file whose size is not its tag is dropped.
         """
+        found = self._open_entry(recording_id)
+        if found is None:
+            return None
+        fd, size, archived = found
+        try:
+            return Found(fd, size, fd_digest(fd) if digest else None, archived)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def quarantine(self, recording_id: str) -> str | None:
+        """Take a damaged entry out of service: its file moves to `damaged/` (kept
+        for the user to inspect) and its cache row goes. Returns where it went."""
+        dest_dir = _private_dir(self.cache_dir / DAMAGED_SUBDIR)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        dest = dest_dir / f"{Path(self._archive_path(recording_id)).name}.{stamp}.{uuid.uuid4().hex[:6]}"
+        src = self._archive_path(recording_id)
+        if os.path.exists(src):
+            os.rename(src, dest)
+            _fsync_dir(str(self.archive_dir))
+            return str(dest)
+        row = self.cache._sql(
+            "SELECT filename FROM Cache WHERE key = ? AND raw = 1", (recording_id,)).fetchone()
+        moved = None
+        if row is not None and row[0] is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.link(os.path.join(self.cache.directory, row[0]), dest)
+                moved = str(dest)
+        self.cache.delete(recording_id, retry=True)
+        return moved
+
+    def keys(self) -> tuple[list[str], list[str]]:
+        """(LRU-cached ids, archived ids): what `rcfs verify` checks."""
+        cached = [k for k in self.cache.iterkeys() if isinstance(k, str)]
+        return cached, list(self.archived())
+
+    def _open_entry(self, recording_id: str) -> tuple[int, int, bool] | None:
+        """(fd, size, archived) of a complete cached or archived file; None if absent."""
         try:
             fd = os.open(self._archive_path(recording_id), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             pass
         else:
-            return fd, os.fstat(fd).st_size
+            return fd, os.fstat(fd).st_size, True
         row = self.cache._sql(
             "SELECT filename, tag FROM Cache WHERE key = ? AND raw = 1", (recording_id,)
         ).fetchone()
@@ -301,7 +396,7 @@ class Store:
             os.close(fd)
             self.cache.delete(recording_id, retry=True)
             return None
-        return fd, size
+        return fd, size, False
 
     # -- the archive ---------------------------------------------------------
 
@@ -386,6 +481,11 @@ class Store:
         """Every key: once, when the manager starts (it keeps the set from then on)."""
         keys = frozenset(k for k in self.cache.iterkeys() if isinstance(k, str))
         return CacheStats(volume=self.cache.volume(), entries=len(keys), keys=keys)
+
+    def free_bytes(self) -> int:
+        """Free space on the cache's file system, for this user."""
+        st = os.statvfs(self.cache_dir)
+        return st.f_bavail * st.f_frsize
 
     def volume(self) -> int:
         return int(self.cache.volume())

@@ -19,6 +19,25 @@ BACKGROUND = Priority.BACKGROUND  # prefetch
 BULK = Priority.BULK  # the archive
 
 
+class Indexed(Protocol):
+    """What `ContentRef.of` reads of an indexed recording (rcfs.index.IndexedRecording)."""
+
+    @property
+    def recording_id(self) -> str: ...
+    @property
+    def content_uri(self) -> str: ...
+    @property
+    def size_exact(self) -> bool: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def digest(self) -> str | None: ...
+    @property
+    def deleted(self) -> bool: ...
+    @property
+    def duration(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class ContentRef:
     """What the content layer needs to know about one recording."""
@@ -26,6 +45,14 @@ class ContentRef:
     recording_id: str
     content_uri: str
     size_hint: int | None = None  # the exact size, if the index knows it
+    digest: str | None = None  # BLAKE2b-512 hex taken when it was downloaded, if it was
+    duration: int | None = None  # seconds: bounds the size a server may declare
+    gone: bool = False  # deleted upstream: damaged content cannot be fetched again
+
+    @classmethod
+    def of(cls, ir: Indexed) -> ContentRef:
+        return cls(ir.recording_id, ir.content_uri, ir.size if ir.size_exact else None,
+                   digest=ir.digest, duration=ir.duration, gone=ir.deleted)
 
 
 @dataclass(frozen=True)
@@ -34,6 +61,17 @@ class OpenInfo:
 
     size: int
     complete: bool  # the whole file is in the cache (the adapter may keep_cache)
+
+
+class SizeReport(Protocol):
+    """What the manager tells the tree about a recording's size: `final` once the
+    whole content is on disk (persist it, with its digest and content type),
+    provisional while only a response's headers have named it."""
+
+    def __call__(
+        self, recording_id: str, size: int, *, final: bool = ..., digest: str | None = ...,
+        content_type: str | None = ...,
+    ) -> None: ...
 
 
 class ContentResponse(Protocol):

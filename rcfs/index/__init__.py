@@ -1,12 +1,14 @@
 """The persistent SQLite index of the call log (design: `rcfs.index.store`).
 
-Modules: `store` (the `Index`: connections, writes, queries), `schema` (DDL,
-version, migrations), `rows` (the row types), `coverage` (which spans of time
-are indexed). This module re-exports the public names.
+Modules: `store` (the `Index`: connections, writes, queries), `check` (the
+check at open, damaged files moved aside, sqlite3 errors as domain errors),
+`schema` (DDL, version, migrations), `rows` (the row types), `coverage`
+(which spans of time are indexed). This module re-exports the public names.
 """
 
 from __future__ import annotations
 
+from .check import IndexDamaged, IndexFailure, StateDiskFull
 from .coverage import Coverage
 from .rows import ESTIMATE_BYTES_PER_SECOND, IndexedRecording, StoredRecord, UpsertResult
 from .schema import SCHEMA_VERSION
@@ -17,7 +19,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "Coverage",
     "Index",
+    "IndexDamaged",
+    "IndexFailure",
     "IndexedRecording",
+    "StateDiskFull",
     "StoredRecord",
     "UpsertResult",
 ]

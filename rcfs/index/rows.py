@@ -18,7 +18,7 @@ REC_COLUMNS = (
     "id, recording_id, call_id, start_ms, direction, from_phone, from_ext, from_name, "
     "to_phone, to_ext, to_name, session_id, telephony_session_id, recording_type, "
     "name_content_type, duration, content_uri, content_type, exact_size, deleted, deleted_at, "
-    "kept, stored"
+    "kept, stored, digest"
 )
 # Which recordings a listing shows: with keep_deleted (include_deleted=True)
 # everything but those deleted upstream whose content is not kept (kept=0);
@@ -44,6 +44,8 @@ class IndexedRecording:
     kept: bool | None = None
     # Its content is in the permanent archive store (archive mode, or kept).
     stored: bool = False
+    # BLAKE2b (hex) of the content as downloaded, once it has been.
+    digest: str | None = None
 
     @property
     def recording_id(self) -> str:
@@ -56,6 +58,10 @@ class IndexedRecording:
     @property
     def start_ms(self) -> int:
         return self.recording.start_ms
+
+    @property
+    def duration(self) -> int:
+        return self.recording.duration
 
     @property
     def size_exact(self) -> bool:
@@ -90,7 +96,8 @@ class UpsertResult:
 
 def indexed(row: tuple[Any, ...]) -> IndexedRecording:
     (rowid, rid, call_id, start_ms, direction, fph, fext, fname, tph, text, tname, session_id,
-     tsid, rtype, name_ctype, duration, uri, ctype, exact, deleted, deleted_at, kept, stored) = row
+     tsid, rtype, name_ctype, duration, uri, ctype, exact, deleted, deleted_at, kept, stored,
+     digest) = row
     rec = Recording(
         recording_id=rid,
         content_uri=uri,
@@ -106,4 +113,4 @@ def indexed(row: tuple[Any, ...]) -> IndexedRecording:
         duration=duration,
     )
     return IndexedRecording(rowid, rec, ctype, exact, bool(deleted), deleted_at,
-                            None if kept is None else bool(kept), bool(stored))
+                            None if kept is None else bool(kept), bool(stored), digest)

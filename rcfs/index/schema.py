@@ -7,8 +7,10 @@ Version 3 (progressive indexing and the archive) adds the `coverage` table
 (the spans of time whose call log is in the index, replacing the single
 `covered_from`..`covered_to` span of version 2 in `meta`), and per recording
 `stored` (its content is in the permanent archive store: kept for ever,
-outside `--cache-size`) and `lost` (deleted upstream before rcfs had its
-content), with a partial index over the recordings still to archive.
+outside `--cache-size`), `lost` (deleted upstream before rcfs had its
+content) and `digest` (BLAKE2b of the content as downloaded, checked before
+cached bytes are served), with a partial index over the recordings still to
+archive.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ CREATE TABLE IF NOT EXISTS recordings (
     deleted_at INTEGER,
     kept INTEGER,
     stored INTEGER NOT NULL DEFAULT 0,
-    lost INTEGER NOT NULL DEFAULT 0
+    lost INTEGER NOT NULL DEFAULT 0,
+    digest TEXT
 );
 CREATE INDEX IF NOT EXISTS recordings_start ON recordings (start_ms);
 CREATE INDEX IF NOT EXISTS recordings_call ON recordings (call_id);
@@ -84,6 +87,7 @@ def create_or_migrate(conn: sqlite3.Connection, path: str) -> None:
     if 0 < version < 3:
         conn.execute("ALTER TABLE recordings ADD COLUMN stored INTEGER NOT NULL DEFAULT 0")
         conn.execute("ALTER TABLE recordings ADD COLUMN lost INTEGER NOT NULL DEFAULT 0")
+        conn.execute("ALTER TABLE recordings ADD COLUMN digest TEXT")
         conn.execute("UPDATE recordings SET stored=1 WHERE deleted=1 AND kept=1")
         _migrate_coverage(conn)
     for statement in _statements(_LATE_INDEXES):

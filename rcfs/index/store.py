@@ -21,6 +21,11 @@ thread writes; writes are serialised by one lock and each batch is one
 transaction. A write on the trio thread waits for a running batch (~10 ms per
 1,000 records), so prefer `trio.to_thread.run_sync` for writes.
 
+Errors. A mount opens its index with `Index.open_checked` (check.py: a damaged
+file is moved aside and the index rebuilt from the call log). Later, any
+sqlite3 error leaves a public method as an `IndexFailure` (`IndexDamaged`,
+`StateDiskFull`) naming the file, reported once per cause to `on_error`.
+
 Days. Day directories depend on the mount's zone, so the index keeps no
 per-day table. Which days, months and years exist is found by skip-scanning
 the `start_ms` index: `next_start(t)` is one B-tree seek, and a listing of a
@@ -32,20 +37,24 @@ per-zone day table would save little and need invalidating.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rcfs.errors import BadResponse, RcfsError
 from rcfs.models import epoch_ms, from_epoch_ms, parse_time, record_call_id
 from rcfs.models import recordings_from_record as _recordings_from_record
 
+from .check import IndexDamaged, IndexFailure, check, failure, mark_damaged, move_aside
 from .coverage import Coverage
 from .rows import REC_COLUMNS as _REC_COLUMNS
 from .rows import VISIBLE as _VISIBLE
@@ -55,10 +64,51 @@ from .schema import create_or_migrate
 
 log = logging.getLogger(__name__)
 
-class Index:
-    """The SQLite index at `path` (created if absent)."""
+# A failure of the same cause (other than damage) is reported again only after this long.
+REPORT_EVERY_S = 300.0
 
-    def __init__(self, path: Path | str) -> None:
+_C = TypeVar("_C", bound=type)
+
+
+def _domain_errors(cls: _C) -> _C:
+    """Wrap every public method so that an sqlite3 error leaves it as an `IndexFailure`.
+
+    A damaged page, a full disk or a failing disk can surface in any query, long
+    after the mount checked the file (check.py): callers see one domain error
+    (fuse_ops answers EIO, the refresh and the backfill record it and go on),
+    never an sqlite3 exception that ends a task. Methods return lists, not
+    cursors, so every row is read inside the wrapper.
+    """
+    for name, fn in list(vars(cls).items()):
+        if name.startswith("_") or not inspect.isfunction(fn):
+            continue
+
+        def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(fn)
+            def wrapper(self: Index, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return fn(self, *args, **kwargs)
+                except sqlite3.ProgrammingError:  # a bug (or a closed index), not the file
+                    raise
+                except sqlite3.DatabaseError as exc:
+                    raise self._failed(exc) from exc
+
+            return wrapper
+
+        setattr(cls, name, wrap(fn))
+    return cls
+
+
+@_domain_errors
+class Index:
+    """The SQLite index at `path` (created if absent).
+
+    `on_error` receives the one-line cause of a failed read or write (the
+    mount's error log), once per cause (see `_failed`). Use `open_checked` to
+    open a mount's index.
+    """
+
+    def __init__(self, path: Path | str, *, on_error: Callable[[str], None] | None = None) -> None:
         self._path = str(path)
         self._local = threading.local()
         self._write_lock = threading.Lock()
@@ -67,11 +117,73 @@ class Index:
         self._closed = False
         self._coverage = Coverage()
         self._pending_coverage: Coverage | None = None
-        conn = self._conn()
-        conn.execute("PRAGMA journal_mode=WAL")
-        with self._write():
-            create_or_migrate(conn, self._path)
-            self._coverage = Coverage(conn.execute("SELECT lo, hi FROM coverage").fetchall())
+        self._on_error = on_error
+        self._reported: dict[str, float] = {}
+        self._report_lock = threading.Lock()
+        try:
+            conn = self._conn()
+            conn.execute("PRAGMA journal_mode=WAL")
+            with self._write():
+                create_or_migrate(conn, self._path)
+                self._coverage = Coverage(conn.execute("SELECT lo, hi FROM coverage").fetchall())
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.ProgrammingError):
+                raise failure(exc, self._path) from exc
+            raise
+
+    @classmethod
+    def open_checked(
+        cls, path: Path | str, *, on_error: Callable[[str], None] | None = None
+    ) -> Index:
+        """Open a mount's index after checking it (check.py); a damaged file is
+        moved aside, the move reported in one line, and a new, empty index made.
+
+        Takes up to about a second on a large index: call it from a worker thread.
+        """
+        path = Path(path)
+        reason = check(path)
+        if reason is None:
+            try:
+                return cls(path, on_error=on_error)
+            except IndexDamaged as exc:  # damage quick_check does not see
+                reason = exc.reason
+        try:
+            aside = move_aside(path)
+        except OSError as exc:
+            raise IndexFailure(f"the index {path} is damaged ({reason}) and cannot be moved "
+                               f"aside: {exc.strerror}") from exc
+        message = (f"the index {path} was damaged ({reason}): moved it to {aside}; "
+                   "rebuilding it from the call log")
+        if on_error is not None:
+            on_error(message)
+        else:
+            log.warning("%s", message)
+        return cls(path, on_error=on_error)
+
+    def _failed(self, exc: sqlite3.DatabaseError) -> IndexFailure:
+        """The domain error for `exc`, reported once per cause (see `on_error`): damage
+        once for good (it lasts until a remount), a full disk again if it recurs later."""
+        found = failure(exc, self._path)
+        damaged = isinstance(found, IndexDamaged)
+        if damaged:
+            mark_damaged(Path(self._path), found.reason)
+        now = time.monotonic()
+        key = str(found)
+        with self._report_lock:
+            last = self._reported.get(key)
+            due = last is None or (not damaged and now - last >= REPORT_EVERY_S)
+            if due:
+                self._reported[key] = now
+        if due and self._on_error is not None:
+            self._on_error(key)
+        elif due:
+            log.warning("%s", key)
+        else:
+            log.debug("again: %s", key)
+        # Reported here, once: fuse_ops must not record it again for every request.
+        found._rcfs_recorded = True  # type: ignore[attr-defined]
+        return found
 
     # -- connections -------------------------------------------------------
 
@@ -160,10 +272,15 @@ class Index:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk, an I/O error): a
+                # second ROLLBACK would raise and hide the cause; a failed COMMIT
+                # leaves the transaction open, and every later BEGIN would fail.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
             if self._pending_coverage is not None:
                 self._coverage = self._pending_coverage
 
@@ -353,22 +470,26 @@ class Index:
         return {"pending": pending, "stored": total - pending + kept, "lost": lost}
 
     def set_exact_size(
-        self, recording_id: str, size: int, content_type: str | None = None
+        self, recording_id: str, size: int, content_type: str | None = None, digest: str | None = None
     ) -> bool:
-        """Persist the exact size (and the served content type); True if it changed."""
-        return bool(self.set_exact_sizes({recording_id: (size, content_type)}))
+        """Persist the exact size (and the served content type, and the content's
+        digest once downloaded whole); True if it changed."""
+        return bool(self.set_exact_sizes({recording_id: (size, content_type, digest)}))
 
-    def set_exact_sizes(self, sizes: Mapping[str, tuple[int, str | None]]) -> set[str]:
+    def set_exact_sizes(self, sizes: Mapping[str, tuple[Any, ...]]) -> set[str]:
         """`set_exact_size` for many recordings in one transaction (recording id ->
-        (size, content type or None)); returns the ids whose row changed."""
+        (size, content type or None[, digest or None])); returns the ids whose row changed."""
         changed: set[str] = set()
         with self._write() as conn:
-            for recording_id, (size, content_type) in sizes.items():
+            for recording_id, learned in sizes.items():
+                size, content_type = learned[0], learned[1]
+                digest = learned[2] if len(learned) > 2 else None
                 row = conn.execute(
-                    "UPDATE recordings SET exact_size=?, content_type=COALESCE(?, content_type) "
+                    "UPDATE recordings SET exact_size=?, content_type=COALESCE(?, content_type), "
+                    "digest=COALESCE(?, digest) "
                     "WHERE recording_id=? AND (exact_size IS NOT ? OR content_type IS NOT "
-                    "COALESCE(?, content_type)) RETURNING id",
-                    (size, content_type, recording_id, size, content_type),
+                    "COALESCE(?, content_type) OR digest IS NOT COALESCE(?, digest)) RETURNING id",
+                    (size, content_type, digest, recording_id, size, content_type, digest),
                 ).fetchone()
                 if row is not None:
                     changed.add(recording_id)

@@ -218,7 +218,7 @@ async def test_wrong_content_length_is_never_a_complete_download(
     async with trio.open_nursery() as nursery:
         content = await ContentManager.create(cache_dir=tmp_path / "cache", size_limit=10**8,
                                               client=client, nursery=nursery,
-                                              on_exact_size=lambda rid, size: None)
+                                              on_exact_size=lambda rid, size, **_: None)
         try:
             info = await content.open(ContentRef("7", CONTENT))
             assert info.size == len(data)

@@ -125,14 +125,19 @@ async def running(
     cache_dir: Path, source: FakeSource, size_limit: int = 1 << 30
 ) -> AsyncIterator[tuple[ContentManager, list[tuple[str, int]]]]:
     """A ContentManager on its own nursery; closed (downloads cancelled) on exit."""
-    sizes: list[tuple[str, int]] = []
+    sizes: list[tuple[str, int]] = []  # each size a recording was given, once (provisional or final)
+
+    def learned(rid: str, size: int, **_: object) -> None:
+        if (rid, size) not in sizes:
+            sizes.append((rid, size))
+
     async with trio.open_nursery() as nursery:
         manager = await ContentManager.create(
             cache_dir=cache_dir,
             size_limit=size_limit,
             client=source,
             nursery=nursery,
-            on_exact_size=lambda rid, size: sizes.append((rid, size)),
+            on_exact_size=learned,
         )
         try:
             yield manager, sizes

@@ -93,7 +93,7 @@ async def test_a_404_reports_the_recording_gone(tmp_path: Path) -> None:
                 size_limit=1 << 30,
                 client=source,
                 nursery=nursery,
-                on_exact_size=lambda rid, size: None,
+                on_exact_size=lambda rid, size, **_: None,
                 on_gone=gone.append,
             )
             try:

@@ -65,7 +65,7 @@ async def archive_mount(
     async with trio.open_nursery() as nursery:
         content = await ContentManager.create(
             cache_dir=tmp_path / "cache", size_limit=1 << 30, client=source, nursery=nursery,
-            on_exact_size=lambda rid, size: None, permanent=enabled, on_stored=stored)
+            on_exact_size=lambda rid, size, **_: None, permanent=enabled, on_stored=stored)
         archiver = Archiver(index, content, ErrorLog(), enabled=enabled, **kw)  # type: ignore[arg-type]
         await nursery.start(archiver.run)
         try:
@@ -89,7 +89,7 @@ async def test_permanent_commits_go_to_the_archive_store(tmp_path: Path) -> None
     async with trio.open_nursery() as nursery:
         manager = await ContentManager.create(
             cache_dir=tmp_path, size_limit=1000, client=source, nursery=nursery,
-            on_exact_size=lambda rid, size: None, permanent=True, on_stored=stored.append)
+            on_exact_size=lambda rid, size, **_: None, permanent=True, on_stored=stored.append)
         before = manager.snapshot()["cache"]["bytes"]
         await manager.prefetch(ref, BULK)
         snap = manager.snapshot()["cache"]

@@ -131,6 +131,7 @@ def test_schema_2_index_is_migrated_with_its_coverage(tmp_path: Path) -> None:
         conn.execute("DROP INDEX recordings_pending")
         conn.execute("ALTER TABLE recordings DROP COLUMN stored")
         conn.execute("ALTER TABLE recordings DROP COLUMN lost")
+        conn.execute("ALTER TABLE recordings DROP COLUMN digest")
         conn.execute("DROP TABLE coverage")
         conn.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
         conn.execute("INSERT INTO meta VALUES ('covered_from', '2026-11-01T00:00:00+00:00')")

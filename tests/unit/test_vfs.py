@@ -234,6 +234,28 @@ def test_set_exact_size_updates_cached_listing(filled: Index) -> None:
     assert vfs.xattrs(node.ino)["user.rc.size_exact"] == b"1"
 
 
+def test_a_provisional_size_is_shown_but_never_kept(filled: Index) -> None:
+    vfs = make_vfs(filled)
+    day = walk(vfs, "/2026/11/23")
+    name = "093015_in_+16505550123_to_101_R1.mp3"
+    estimate = dict(vfs.readdir(day.ino))[name].size
+    vfs.set_exact_size("R1", 10**12, "audio/mpeg", final=False)  # what headers promised
+    node = dict(vfs.readdir(day.ino))[name]
+    assert node.size == 10**12
+    assert vfs.xattrs(node.ino)["user.rc.size_exact"] == b"0"
+    assert filled.get_recording("R1").exact_size is None  # type: ignore[union-attr]
+    assert vfs.size_unconfirmed("R1") == node.ino  # the download failed
+    assert dict(vfs.readdir(day.ino))[name].size == estimate
+    assert vfs.size_unconfirmed("R1") is None
+    vfs.set_exact_size("R1", 5000, "audio/mpeg", final=False)
+    vfs.set_exact_size("R1", 5000, "audio/mpeg", final=True, digest="ab" * 64)
+    assert vfs.size_unconfirmed("R1") is None  # confirmed: nothing to forget
+    stored = filled.get_recording("R1")
+    assert stored is not None and stored.exact_size == 5000 and stored.digest == "ab" * 64
+    attrs = vfs.xattrs(node.ino)
+    assert attrs["user.rc.blake2b"] == b"ab" * 64 and attrs["user.rc.size_exact"] == b"1"
+
+
 def test_hide_deleted(filled: Index) -> None:
     filled.mark_deleted(["R3"])
     shown = make_vfs(filled)

@@ -315,5 +315,5 @@ async def test_failed_size_write_is_kept_and_retried(
             while exact_size(idx, "R1") is None or exact_size(idx, "R3") is None:
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
-    assert failures == [{"R1": (777, None)}]
+    assert failures == [{"R1": (777, None, None)}]
     assert exact_size(idx, "R1") == 777

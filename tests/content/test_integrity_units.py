@@ -1,0 +1,171 @@
+"""Digests, plausible sizes, stalls and abandoned downloads in the content layer
+(a real ContentManager over a fake content source)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import trio
+
+from rcfs.content import ContentManager, ContentRef, download
+from rcfs.content.integrity import max_plausible_size
+from rcfs.errors import BadResponse, CacheFull, Damaged, TemporaryFailure
+
+from .content_fakes import FakeSource, Plan, payload, read_all, running
+
+URI = "https://media.example/restapi/v1.0/account/~/recording/{}/content"
+
+
+def b2(data: bytes) -> str:
+    return hashlib.blake2b(data).hexdigest()
+
+
+async def manager_with_reports(tmp_path: Path, source: FakeSource, nursery: trio.Nursery,
+                               reports: list[dict[str, object]]) -> ContentManager:
+    def report(rid: str, size: int, **kw: object) -> None:
+        reports.append({"rid": rid, "size": size, **kw})
+
+    return await ContentManager.create(cache_dir=tmp_path, size_limit=1 << 30, client=source,
+                                       nursery=nursery, on_exact_size=report)
+
+
+async def test_commit_reports_the_final_size_with_its_digest(tmp_path: Path) -> None:
+    source = FakeSource()
+    data = payload(30_000, seed=4)
+    ref = source.add("4", URI.format(4), Plan(data))
+    reports: list[dict[str, object]] = []
+    async with trio.open_nursery() as nursery:
+        manager = await manager_with_reports(tmp_path, source, nursery, reports)
+        await manager.prefetch(ref)
+        await manager.aclose()
+    provisional = [r for r in reports if not r.get("final")]
+    final = [r for r in reports if r.get("final")]
+    assert provisional == [{"rid": "4", "size": 30_000, "final": False, "digest": None,
+                            "content_type": None}]
+    assert final == [{"rid": "4", "size": 30_000, "final": True, "digest": b2(data),
+                      "content_type": "audio/mpeg"}]
+
+
+async def test_first_open_after_mount_checks_the_digest(tmp_path: Path) -> None:
+    source = FakeSource()
+    data = payload(50_000, seed=5)
+    ref = source.add("5", URI.format(5), Plan(data))
+    async with running(tmp_path, source) as (manager, _):
+        await manager.prefetch(ref)
+    cache_file = next((tmp_path / "cache").rglob("*.val"))
+    raw = bytearray(cache_file.read_bytes())
+    raw[20_000:24_096] = bytes(4096)
+    cache_file.write_bytes(bytes(raw))
+    good = ContentRef("5", ref.content_uri, digest=b2(data))
+    async with running(tmp_path, source) as (manager, _):
+        info = await manager.open(good)  # damaged: fetched again, not served
+        assert await read_all(manager, "5", info.size) == data
+        manager.release("5")
+        await manager.prefetch(good)  # until the new copy is committed
+        assert len(source.calls) == 2 and manager.damaged == 1
+        assert list((tmp_path / "damaged").iterdir())
+    async with running(tmp_path, source) as (manager, _):
+        cache_file = next((tmp_path / "cache").rglob("*.val"))
+        cache_file.write_bytes(b"\0" * len(data))
+        with pytest.raises(Damaged):  # deleted upstream: nothing to fetch again
+            await manager.open(ContentRef("5", ref.content_uri, digest=b2(data), gone=True))
+        assert len(source.calls) == 2
+
+
+async def test_an_intact_entry_is_checked_once_per_mount(tmp_path: Path) -> None:
+    source = FakeSource()
+    data = payload(10_000, seed=6)
+    ref = source.add("6", URI.format(6), Plan(data))
+    async with running(tmp_path, source) as (manager, _):
+        await manager.prefetch(ref)
+    good = ContentRef("6", ref.content_uri, digest=b2(data))
+    async with running(tmp_path, source) as (manager, _):
+        for _ in range(3):
+            await manager.open(good)
+            manager.release("6")
+        assert manager.snapshot()["cache"]["verified"] == 1 and len(source.calls) == 1
+
+
+async def test_an_impossible_declared_size_is_refused(tmp_path: Path) -> None:
+    source = FakeSource()
+    ref = source.add("7", URI.format(7), Plan(payload(2000)))
+    source.plans[ref.content_uri].extra = b""
+    lying = ContentRef("7", ref.content_uri, duration=0)  # 0 s of audio: at most 16 MiB
+    assert max_plausible_size(0) == 16 << 20
+    source.plans[ref.content_uri].data = payload(17 << 20)  # declared (and sent) 17 MiB
+    async with running(tmp_path, source) as (manager, sizes):
+        with pytest.raises(BadResponse, match="refused"):
+            await manager.open(lying)
+        assert sizes == [] and not manager.is_cached("7")
+        # Without a duration, nothing is refused.
+        info = await manager.open(ContentRef("7", ref.content_uri))
+        assert info.size == 17 << 20
+        manager.release("7")
+
+
+async def test_a_stalled_body_is_a_failed_attempt_and_retries_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(download, "STALL_SECONDS", 0.2)
+    source = FakeSource()
+    ref = source.add("8", URI.format(8), Plan(payload(20_000), gate_at=1000))  # never opens
+    async with running(tmp_path, source) as (manager, _):
+        with trio.fail_after(10), pytest.raises(TemporaryFailure, match="no data for"):
+            await manager.prefetch(ref)
+        # Each resume brought nothing: the attempts ran out (the conftest's fast policy: 4).
+        assert len(source.calls) == download.RESUME_POLICY.max_attempts
+
+
+async def test_a_trickle_is_too_slow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(download, "RATE_WINDOW", 0.2)
+    monkeypatch.setattr(download, "MIN_RATE", 10**9)  # nothing is fast enough
+    source = FakeSource()
+    ref = source.add("9", URI.format(9), Plan(payload(200_000), chunk=100))
+    async with running(tmp_path, source) as (manager, _):
+        with trio.fail_after(10), pytest.raises(TemporaryFailure, match="too slow"):
+            await manager.prefetch(ref)
+
+
+async def test_an_abandoned_download_is_not_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(download, "STALL_SECONDS", 0.2)
+    source = FakeSource()
+    ref = source.add("10", URI.format(10), Plan(payload(20_000), gate_at=1000))
+    async with running(tmp_path, source) as (manager, _):
+        info = await manager.open(ref)
+        assert info.size == 20_000
+        manager.release("10")  # the reader goes away
+        with trio.fail_after(5):
+            while manager.in_flight("10"):
+                await trio.sleep(0.05)
+        assert len(source.calls) == 1  # no resume for nobody
+
+
+async def test_bigger_than_the_free_space_is_streamed_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("rcfs.content.store.Store.free_bytes", lambda self: 1000)
+    monkeypatch.setattr(download, "STREAM_WINDOW", 8192)
+    source = FakeSource()
+    data = payload(50_000, seed=11)
+    ref = source.add("11", URI.format(11), Plan(data, chunk=1000))
+    async with running(tmp_path, source) as (manager, _):
+        info = await manager.open(ref)
+        assert info.size == 50_000 and not info.complete
+        got = bytearray()
+        while chunk := await manager.read("11", len(got), 4096):
+            got += chunk
+        assert bytes(got) == data
+        with pytest.raises(TemporaryFailure, match="streamed through"):
+            await manager.read("11", 0, 100)  # passed: out of the window
+        manager.release("11")
+        with trio.fail_after(5):
+            while manager.in_flight("11"):
+                await trio.sleep(0.01)
+        assert not manager.is_cached("11")
+        assert not list((tmp_path / "partial").rglob("*.part"))
+        with pytest.raises(CacheFull):  # a prefetch wants it kept: no room
+            await manager.prefetch(ref)
