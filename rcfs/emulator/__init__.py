@@ -1,8 +1,9 @@
 """A local stand-in for the RingCentral platform, faithful enough to test rcfs against.
 
 Serves OAuth, the call log, call-log sync and recording metadata on a platform
-port and recording content on a media port, with RingCentral's throttling,
-error bodies and a seeded synthetic account whose recordings are real MP3.
+port and recording content on a media port (and, under the `redirect` fault, on
+a loopback storage port), with RingCentral's throttling, error bodies and a
+seeded synthetic account whose recordings are real MP3 or WAV.
 See DESIGN.md, "The emulator". Credentials and tokens it issues are
 recognisably fake (`rcfs-emulator-…`, `rcfs-emu-at-…`).
 """

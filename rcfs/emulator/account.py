@@ -44,7 +44,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rcfs.emulator.generate import Generator
-from rcfs.emulator.model import Call, Extension, Recording
+from rcfs.emulator.model import Call, Extension, Party, Recording
+from rcfs.emulator.records import telephony_session_id
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,13 @@ _CACHE_SIZE = 16
 
 @dataclass(frozen=True)
 class Query:
-    """A call-log filter. `recording_types` None = any call; empty = never used."""
+    """A call-log filter. `recording_types` None = any call; empty = never used.
+
+    A recording filter looks at the top-level recording, or at the legs' when
+    the record has none (`Call.listed_recordings`). `phone_digits` matches the
+    digits of a `from`/`to` phone number (NANP numbers with or without the
+    leading 1); `transports` the record's `transport`.
+    """
 
     date_from_ms: int
     date_to_ms: int
@@ -62,6 +69,12 @@ class Query:
     directions: frozenset[str] | None = None
     recording_types: frozenset[str] | None = None
     show_deleted: bool = False
+    show_blocked: bool = True
+    extension_number: str | None = None
+    session_id: str | None = None
+    telephony_session_id: str | None = None
+    phone_digits: str | None = None
+    transports: frozenset[str] | None = None
 
 
 class Account:
@@ -184,11 +197,21 @@ class Account:
             return False
         if q.directions is not None and call.direction not in q.directions:
             return False
-        if q.recording_types is not None:
-            rec = call.recording
-            if rec is None or not rec.visible(now) or rec.type not in q.recording_types:
-                return False
-        return True
+        if q.recording_types is not None and not any(
+            rec.visible(now) and rec.type in q.recording_types for rec in call.listed_recordings()
+        ):
+            return False
+        if not q.show_blocked and call.blocked:
+            return False
+        if q.transports is not None and call.transport not in q.transports:
+            return False
+        if q.extension_number is not None and call.ext.number != q.extension_number:
+            return False
+        if q.session_id is not None and str(call.session_id) != q.session_id:
+            return False
+        if q.telephony_session_id is not None and telephony_session_id(call) != q.telephony_session_id:
+            return False
+        return q.phone_digits is None or _phone_matches(call, q.phone_digits)
 
     def newest(self, q: Query, count: int, now: float) -> list[Call]:
         return self.query(q, now)[:count]
@@ -300,6 +323,7 @@ class Account:
         direction: str | None = None,
         extension: Extension | None = None,
         late: float = 0.0,
+        leg_only: bool | None = None,
     ) -> list[Call]:
         """Add `count` calls starting at `start` (default now), one second apart going back."""
         start_ms = int((now if start is None else start) * 1000)
@@ -311,6 +335,7 @@ class Account:
                 duration=duration,
                 direction=direction,
                 extension=extension,
+                leg_only=leg_only,
             )
             for rec in call.recordings():
                 if late > 0:
@@ -355,3 +380,19 @@ class Account:
 
     def calls(self) -> Iterable[Call]:
         return iter(self._calls)
+
+
+def digits(text: str) -> str:
+    return "".join(c for c in text if "0" <= c <= "9")
+
+
+def _phone_matches(call: Call, wanted: str) -> bool:
+    """`phoneNumber`: calls from/to this number. Only external calls show phone
+    numbers (the remote party's and the extension's own direct number)."""
+    if not wanted or not isinstance(call.remote, Party):
+        return False
+    for number in (call.remote.phone, call.ext.phone):
+        have = digits(number or "")
+        if have and (have == wanted or have == "1" + wanted or "1" + have == wanted):
+            return True
+    return False

@@ -1,11 +1,13 @@
 """The admin API under /__emulator/ on the platform port: loopback clients only.
 
-Owns the test and script hooks: counters (stats), adding calls, deleting
-recordings and records, faults, rate limits and recording retention at run
+Owns the test and script hooks: counters (stats), adding calls (`legOnly`: a
+call whose recording exists only on its legs), deleting recordings and
+records, faults, rate limits, recording retention and the audio format at run
 time, auth switches (invalidate the JWT, revoke or expire every token), the
 company-call-log permission, an unauthenticated, unthrottled copy of any
-recording's content, the list of every token issued (leak tests) and
-per-record merge patches (malformed or hostile records on demand). JSON in,
+recording's content, the list of every token issued (leak tests), the storage
+host's request log (redirect leak tests) and per-record merge patches
+(malformed or hostile records on demand). JSON in,
 JSON out; a bad body is 400 with a one-line reason. Admin requests are not
 counted in the stats and never see faults.
 """
@@ -26,6 +28,7 @@ from starlette.routing import Route
 
 from rcfs.emulator.config import (
     normalise_faults,
+    parse_audio_format,
     parse_duration,
     rate_limits_from_json,
     retention_from_json,
@@ -84,6 +87,10 @@ class Admin:
             r("/retention", self.put_retention, "PUT"),
             r("/auth", self.put_auth, "PUT"),
             r("/permissions", self.put_permissions, "PUT"),
+            r("/audio-format", self.get_audio_format, "GET"),
+            r("/audio-format", self.put_audio_format, "PUT"),
+            r("/storage/requests", self.storage_requests, "GET"),
+            r("/storage/requests", self.clear_storage_requests, "DELETE"),
         ]
 
     def _wrap(self, fn: AdminHandler) -> AdminHandler:
@@ -149,6 +156,11 @@ class Admin:
             extension = self.state.account.extension(str(body["extensionId"]))
             if extension is None:
                 raise AdminError("unknown extensionId")
+        leg_only = body.get("legOnly", False)
+        if not isinstance(leg_only, bool):
+            raise AdminError("legOnly must be true or false")
+        if leg_only and recorded is False:
+            raise AdminError("legOnly needs a recorded call")
         now = time.time()
         calls = self.state.account.add_calls(
             count,
@@ -159,6 +171,7 @@ class Admin:
             direction=direction,
             extension=extension,
             late=self.state.faults.late_recording,
+            leg_only=leg_only or None,
         )
         records = [self.state.renderer.record(c, now) for c in calls]
         return json_response({"records": records})
@@ -260,6 +273,32 @@ class Admin:
                 auth.access_ttl = parse_duration(body["access_ttl"], "access_ttl") or 1.0
             except ValueError as err:
                 raise AdminError(str(err)) from None
+        return Response(status_code=204)
+
+    async def get_audio_format(self, request: Request) -> Response:
+        return json_response({"format": self.state.audio_format})
+
+    async def put_audio_format(self, request: Request) -> Response:
+        """{"format": "mp3" | "wav" | "mixed"}: every recording's content type (metadata,
+        Content-Type and bytes) follows at once."""
+        body = await self._body(request)
+        for key in body:
+            if key != "format":
+                raise AdminError(f"unknown audio-format setting {key!r} (known: format)")
+        try:
+            self.state.audio_format = parse_audio_format(body.get("format"))
+        except ValueError as err:
+            raise AdminError(str(err)) from None
+        log.info("audio format now %s", self.state.audio_format)
+        return Response(status_code=204)
+
+    async def storage_requests(self, request: Request) -> Response:
+        """{"url": the storage host, "requests": [{"time", "method", "path", "query",
+        "headers"}, ...]}: every request the storage host received, oldest first."""
+        return json_response(self.state.storage.describe())
+
+    async def clear_storage_requests(self, request: Request) -> Response:
+        self.state.storage.requests.clear()
         return Response(status_code=204)
 
     async def put_permissions(self, request: Request) -> Response:

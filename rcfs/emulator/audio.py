@@ -1,4 +1,4 @@
-"""Synthetic MP3 recordings: real, decodable audio that costs almost nothing.
+"""Synthetic recordings, MP3 or WAV: real, decodable audio that costs almost nothing.
 
 Design: a few seconds of tones are encoded with lameenc once per process
 (per variant, lazily) at CBR 32 kbps, 16 kHz mono: MPEG-2 Layer III, where
@@ -16,6 +16,17 @@ Its size and any byte range are pure arithmetic on (tag length, frame count),
 so an hour-long recording is never materialised: `chunks()` slices the loop.
 The same recording id and duration always give the same bytes.
 
+WAV (`WavAudio`) is what RingCentral records when a company chooses it: 8 kHz,
+16-bit, mono PCM, i.e. 16,000 bytes a second after a canonical 44-byte
+RIFF/WAVE header. A few seconds of tones are synthesised once per variant
+(whole cycles of every tone, so the loop repeats without a click), and a
+recording is the header followed by that loop, cyclically, from a phase that
+depends on the recording id (so two recordings' bytes differ). Size and byte
+ranges are again arithmetic; nothing is materialised.
+
+`audio_for(recording_id, duration, content_type)` picks the class; both share
+`size`, `duration`, `chunks()` and `read()`.
+
 This module owns the audio bytes only; it knows nothing about HTTP.
 """
 
@@ -23,10 +34,12 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import zlib
 from array import array
 from collections.abc import Iterator
+from typing import Protocol
 
 import lameenc
 
@@ -39,6 +52,8 @@ FRAME_BYTES = 144  # 72 * 32000 / 16000, never padded at this rate
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE  # 0.036 s
 BYTES_PER_SECOND = FRAME_BYTES / FRAME_SECONDS  # 4000
 CONTENT_TYPE = "audio/mpeg"
+MP3_TYPE = CONTENT_TYPE
+WAV_TYPE = "audio/wav"
 CHUNK = 64 * 1024
 LOOP_FRAMES = 139  # ~5 s of audio per loop
 VARIANTS = 4
@@ -170,3 +185,131 @@ class RecordingAudio:
 
     def read(self, start: int = 0, stop: int | None = None) -> bytes:
         return b"".join(self.chunks(start, stop))
+
+
+# -- WAV ----------------------------------------------------------------------
+
+WAV_RATE = 8_000
+WAV_SAMPLE_BYTES = 2  # 16-bit, mono
+WAV_BYTES_PER_SECOND = WAV_RATE * WAV_SAMPLE_BYTES  # 16,000
+WAV_HEADER_BYTES = 44
+WAV_LOOP_SECONDS = 4  # every tone below completes whole cycles in 4 s
+# Base pitches (and fifths at 1.5x) chosen so that f * WAV_LOOP_SECONDS is an integer.
+_WAV_PITCHES = (330.0, 392.0, 440.0, 520.0)
+
+_wav_loops: dict[int, bytes] = {}
+
+
+def _wav_pcm(variant: int) -> bytes:
+    """WAV_LOOP_SECONDS of a soft two-tone pattern at 8 kHz, s16le, seamless when repeated."""
+    base = _WAV_PITCHES[variant % len(_WAV_PITCHES)]
+    n = WAV_LOOP_SECONDS * WAV_RATE
+    w1 = 2 * math.pi * base / WAV_RATE
+    w2 = 2 * math.pi * base * 1.5 / WAV_RATE
+    samples = array("h", bytes(2 * n))
+    for i in range(n):
+        env = 1.0 if (i % WAV_RATE) < 0.6 * WAV_RATE else 0.2
+        samples[i] = int(env * (5000 * math.sin(w1 * i) + 1500 * math.sin(w2 * i)))
+    if sys.byteorder == "big":  # WAV is little-endian
+        samples.byteswap()
+    return samples.tobytes()
+
+
+def wav_loop_bytes(variant: int) -> bytes:
+    """The repeatable PCM loop for `variant`, built on first use (thread-safe), repeated
+    so that any CHUNK-sized slice starting inside the first period is contiguous."""
+    loop = _wav_loops.get(variant)
+    if loop is None:
+        with _lock:
+            loop = _wav_loops.get(variant)
+            if loop is None:
+                period = _wav_pcm(variant)
+                _wav_loops[variant] = loop = period * (2 + CHUNK // len(period))
+                log.debug("built WAV loop variant %d (%d bytes)", variant, len(period))
+    return loop
+
+
+def wav_header(data_bytes: int) -> bytes:
+    """The canonical 44-byte RIFF/WAVE header for `data_bytes` of 8 kHz 16-bit mono PCM."""
+    return (
+        b"RIFF" + (36 + data_bytes).to_bytes(4, "little") + b"WAVE"
+        + b"fmt " + (16).to_bytes(4, "little")
+        + (1).to_bytes(2, "little")  # PCM
+        + (1).to_bytes(2, "little")  # mono
+        + WAV_RATE.to_bytes(4, "little")
+        + WAV_BYTES_PER_SECOND.to_bytes(4, "little")
+        + WAV_SAMPLE_BYTES.to_bytes(2, "little")  # block align
+        + (8 * WAV_SAMPLE_BYTES).to_bytes(2, "little")  # bits per sample
+        + b"data" + data_bytes.to_bytes(4, "little")
+    )  # fmt: skip
+
+
+class WavAudio:
+    """The WAV bytes of one recording (8 kHz 16-bit mono PCM), addressable by range."""
+
+    __slots__ = ("data_bytes", "phase", "size", "tag", "variant")
+
+    def __init__(self, recording_id: str, duration: float) -> None:
+        samples = max(1, round(duration * WAV_RATE))
+        self.data_bytes = samples * WAV_SAMPLE_BYTES
+        self.tag = wav_header(self.data_bytes)
+        self.size = WAV_HEADER_BYTES + self.data_bytes
+        crc = zlib.crc32(recording_id.encode())
+        self.variant = crc % VARIANTS
+        # Where in the loop this recording starts (whole samples), so bytes differ per id.
+        self.phase = (crc // VARIANTS) % (WAV_LOOP_SECONDS * WAV_RATE) * WAV_SAMPLE_BYTES
+
+    @property
+    def duration(self) -> float:
+        """Decoded duration in seconds."""
+        return self.data_bytes / WAV_BYTES_PER_SECOND
+
+    def chunks(self, start: int = 0, stop: int | None = None, size: int = CHUNK) -> Iterator[bytes]:
+        """Bytes [start, stop) in pieces of at most `size` (<= CHUNK) bytes."""
+        stop = self.size if stop is None else min(stop, self.size)
+        size = max(1, min(size, CHUNK))
+        pos = max(0, start)
+        if pos < WAV_HEADER_BYTES and pos < stop:
+            end = min(WAV_HEADER_BYTES, stop)
+            yield self.tag[pos:end]
+            pos = end
+        if pos >= stop:
+            return
+        loop = wav_loop_bytes(self.variant)
+        period = WAV_LOOP_SECONDS * WAV_BYTES_PER_SECOND
+        while pos < stop:
+            n = min(size, stop - pos)
+            offset = (pos - WAV_HEADER_BYTES + self.phase) % period
+            yield loop[offset : offset + n]
+            pos += n
+
+    def read(self, start: int = 0, stop: int | None = None) -> bytes:
+        return b"".join(self.chunks(start, stop))
+
+
+class Audio(Protocol):
+    """What the media host needs of a recording's bytes."""
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def duration(self) -> float: ...
+
+    def chunks(self, start: int = 0, stop: int | None = None, size: int = CHUNK) -> Iterator[bytes]: ...
+
+    def read(self, start: int = 0, stop: int | None = None) -> bytes: ...
+
+
+def audio_for(recording_id: str, duration: float, content_type: str) -> Audio:
+    """The bytes of a recording in the given format (`audio/wav` or `audio/mpeg`)."""
+    if content_type == WAV_TYPE:
+        return WavAudio(recording_id, duration)
+    return RecordingAudio(recording_id, duration)
+
+
+def prepare_loops() -> None:
+    """Build every MP3 and WAV loop now (slow-ish, CPU-bound: call it off the event loop)."""
+    for variant in range(VARIANTS):
+        loop_bytes(variant)
+        wav_loop_bytes(variant)

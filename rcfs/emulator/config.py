@@ -1,9 +1,9 @@
 """The emulator's configuration and the parsers of its option strings.
 
-Owns `EmulatorConfig` and the grammar of `--rate-limits`, `--faults` and the
-retention rules (`--retention-count`, `--retention`), shared by the command
-line and the admin API. Parsers raise `ValueError` with a one-line message;
-they never touch the network or the clock.
+Owns `EmulatorConfig` and the grammar of `--rate-limits`, `--faults`,
+`--audio-format` and the retention rules (`--retention-count`, `--retention`),
+shared by the command line and the admin API. Parsers raise `ValueError` with
+a one-line message; they never touch the network or the clock.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ class EmulatorConfig:
     # (a duration such as '10m' or seconds). None = no such rule.
     retention_count: int | None = None
     retention: str | float | None = None
+    # The company's recording format: 'mp3' (audio/mpeg), 'wav' (audio/wav), or
+    # 'mixed' (a seeded quarter of the recordings WAV, the rest MP3).
+    audio_format: str = "mp3"
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,21 @@ def rate_limits_from_json(body: Any) -> dict[str, Limit]:
     return limits
 
 
-FAULT_KEYS = ("5xx", "reset", "latency", "token_ttl", "no_length", "late_recording")
+AUDIO_FORMATS = ("mp3", "wav", "mixed")
+
+
+def parse_audio_format(value: Any) -> str:
+    """'mp3' | 'wav' | 'mixed' (case-insensitive) -> the canonical lower-case name."""
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text not in AUDIO_FORMATS:
+        raise ValueError(f"invalid audio format {value!r} (expected mp3, wav or mixed)")
+    return text
+
+
+FAULT_KEYS = ("5xx", "reset", "latency", "token_ttl", "no_length", "late_recording",
+              "lie_length", "trickle", "stall_after",
+              "no_retry_after", "retry_after_503", "redirect", "isync_limit")
+_FLAGS = ("no_length", "no_retry_after", "redirect", "isync_limit")
 
 
 def _rate(value: Any, key: str) -> float:
@@ -169,6 +186,27 @@ def _flag(value: Any, key: str) -> bool:
     raise ValueError(f"invalid {key} value: {value!r} (expected 0 or 1)")
 
 
+def _count(value: Any, key: str) -> int | None:
+    """A byte count (0, '', None or 'off': the fault is off)."""
+    if value is None or str(value).strip().lower() in ("", "off", "0"):
+        return None
+    try:
+        number = int(float(str(value)))
+    except ValueError:
+        raise ValueError(f"invalid {key}: {value!r} (expected a number of bytes)") from None
+    if number < 0:
+        raise ValueError(f"invalid {key}: {value!r} (expected a number of bytes)")
+    return number
+
+
+def _retry_after(value: Any, key: str) -> int | None:
+    """Whole seconds for a Retry-After header ('5', '5s', '2m'; 0, '' or 'off': none)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off")):
+        return None
+    seconds = math.ceil(parse_duration(value, key))
+    return seconds or None
+
+
 def normalise_faults(raw: dict[str, Any]) -> dict[str, Any]:
     """Validate fault keys and values; returns {key: float | bool} with every key present."""
     out: dict[str, Any] = {
@@ -178,16 +216,27 @@ def normalise_faults(raw: dict[str, Any]) -> dict[str, Any]:
         "token_ttl": None,
         "no_length": False,
         "late_recording": 0.0,
+        "lie_length": None,  # bytes: content declares this total size, sends the real body
+        "trickle": None,  # bytes a second: content bodies sent that slowly
+        "stall_after": None,  # bytes: content bodies stop (the connection stays open) here
+        "no_retry_after": False,  # 429 responses carry no Retry-After header
+        "retry_after_503": None,  # seconds: injected 503s carry Retry-After (None: they don't)
+        "redirect": False,  # the media host answers content with a 302 to the storage host
+        "isync_limit": False,  # an ISync with more than 250 changes is refused (400 CMN-101)
     }
     for key, value in raw.items():
         if key not in FAULT_KEYS:
             raise ValueError(f"unknown fault {key!r} (known: {', '.join(FAULT_KEYS)})")
         if key in ("5xx", "reset"):
             out[key] = _rate(value, key)
-        elif key == "no_length":
+        elif key in _FLAGS:
             out[key] = _flag(value, key)
+        elif key == "retry_after_503":
+            out[key] = _retry_after(value, key)
         elif key == "token_ttl" and value is None:
             out[key] = None
+        elif key in ("lie_length", "trickle", "stall_after"):
+            out[key] = _count(value, key)
         else:
             seconds = parse_duration(value, key)
             if key == "token_ttl" and seconds <= 0:
@@ -197,10 +246,14 @@ def normalise_faults(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_faults(spec: str) -> dict[str, Any]:
-    """Parse '5xx=0.05,reset=0.05,latency=200ms,token_ttl=30s,no_length=1,late_recording=60s'.
+    """Parse '5xx=0.05,reset=0.05,latency=200ms,token_ttl=30s,no_length=1,late_recording=60s'
+    (and the content faults lie_length=BYTES, trickle=BYTES_PER_S, stall_after=BYTES;
+    the real-account behaviours no_retry_after=1, retry_after_503=SECONDS, redirect=1,
+    isync_limit=1).
 
-    Returns every fault key: rates as floats, durations in seconds, `no_length`
-    as bool, `token_ttl` None when not set.
+    Returns every fault key: rates as floats, durations in seconds, flags
+    (`no_length`, `no_retry_after`, `redirect`, `isync_limit`) as bool,
+    `retry_after_503` whole seconds or None, `token_ttl` None when not set.
     """
     raw: dict[str, Any] = {}
     for item in spec.split(","):

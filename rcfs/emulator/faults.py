@@ -1,4 +1,7 @@
-"""Injected misbehaviour: 5xx, dropped connections, latency, short-lived tokens.
+"""Injected misbehaviour: 5xx, dropped connections, latency, short-lived tokens,
+and the switches for what real accounts do that the default emulator does not
+(429 without Retry-After, 503 with it, content redirected to another host,
+ISync refused over 250 changes).
 
 Owns the current fault settings (from `--faults` or `PUT /__emulator/faults`)
 and the seeded random draws that decide which request fails. Each fault kind
@@ -48,6 +51,38 @@ class Faults:
     @property
     def late_recording(self) -> float:
         return float(self.settings["late_recording"])
+
+    @property
+    def lie_length(self) -> int | None:
+        value = self.settings["lie_length"]
+        return None if value is None else int(value)
+
+    @property
+    def trickle(self) -> int | None:
+        value = self.settings["trickle"]
+        return None if value is None else int(value)
+
+    @property
+    def stall_after(self) -> int | None:
+        value = self.settings["stall_after"]
+        return None if value is None else int(value)
+
+    @property
+    def no_retry_after(self) -> bool:
+        return bool(self.settings["no_retry_after"])
+
+    @property
+    def retry_after_503(self) -> int | None:
+        value = self.settings["retry_after_503"]
+        return None if value is None else int(value)
+
+    @property
+    def redirect(self) -> bool:
+        return bool(self.settings["redirect"])
+
+    @property
+    def isync_limit(self) -> bool:
+        return bool(self.settings["isync_limit"])
 
     def server_error(self) -> bool:
         rate = float(self.settings["5xx"])

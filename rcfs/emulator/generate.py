@@ -6,6 +6,13 @@ numbers, external contacts (plain E.164, formatted `(866)123-4567`, masked
 duration, recording, legs). One `random.Random` per generator, seeded from the
 account seed, so the same seed gives the same account; calls added later via
 the admin API continue the same stream. No I/O, no clock: times are passed in.
+
+Two traits of real accounts are drawn from streams of their own, so that they
+do not shift the main stream (an existing seed keeps its calls, ids, times and
+recordings): some generated multi-leg calls carry their recording only on their
+legs (no top-level `recording` block; the master leg keeps it, `LEG_ONLY_RATE`
+of them), and some missed inbound calls came from a blocked number (result
+`Blocked`, duration 0, `BLOCKED_RATE` of them).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import string
 
 from rcfs.emulator.model import (
     AUTOMATIC,
+    BLOCKED,
     FAX,
     INBOUND,
     ON_DEMAND,
@@ -54,6 +62,10 @@ FOREIGN = ("+44", "+33", "+49", "+34", "+81", "+61")
 HOUR_WEIGHT = [0.9, 0.5, 0.2, 0.1, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05, 0.1,
                0.2, 0.3, 0.5, 0.8, 1.0, 1.0, 1.0, 0.7, 1.0, 1.0, 1.0, 1.0]  # fmt: skip
 ID_ALPHABET = string.ascii_letters + string.digits
+# Of the generated calls with legs, the fraction whose recording exists only on
+# the legs; of the missed inbound calls from outside, the fraction from blocked numbers.
+LEG_ONLY_RATE = 0.4
+BLOCKED_RATE = 0.15
 
 
 class Generator:
@@ -61,6 +73,8 @@ class Generator:
 
     def __init__(self, seed: int, contacts: int = 200) -> None:
         self.rng = random.Random(f"rcfs-emulator-account:{seed}")
+        self._leg_only_rng = random.Random(f"rcfs-emulator-leg-only:{seed}")
+        self._blocked_rng = random.Random(f"rcfs-emulator-blocked:{seed}")
         rng = self.rng
         self.account_id = str(rng.randrange(100_000_000, 999_999_999))
         self.extensions = self._extensions(8 + rng.randrange(5))
@@ -171,8 +185,17 @@ class Generator:
         duration: int | None = None,
         direction: str | None = None,
         extension: Extension | None = None,
+        leg_only: bool | None = None,
     ) -> Call:
-        """One call starting at `start_ms`; keyword arguments force choices (admin API)."""
+        """One call starting at `start_ms`; keyword arguments force choices (admin API).
+
+        `leg_only=True` forces a recorded multi-leg call whose recording exists
+        only on its legs; None leaves it to the seeded draw when `recorded` is
+        None too (generated history), so admin-added recorded calls keep their
+        top-level recording unless asked.
+        """
+        if leg_only:
+            recorded = True
         rng = self.rng
         ext = extension or (self.user if rng.random() < 0.25 else rng.choice(self.extensions))
         kind = FAX if recorded is None and direction is None and rng.random() < 0.02 else VOICE
@@ -211,14 +234,25 @@ class Generator:
             modified_ms=start_ms + seconds * 1000 + rng.randrange(15_000, 30_000),
         )
         if kind != VOICE or not answered:
+            if (
+                recorded is None and kind == VOICE and direction == INBOUND and not call.internal
+                and self._blocked_rng.random() < BLOCKED_RATE
+            ):
+                call.result = BLOCKED
+                call.duration_ms = 0
             return call
+        generated = recorded is None
         if recorded is None:
             recorded = rng.random() < 0.6
         if recorded:
             rtype = ON_DEMAND if rng.random() < 0.2 else AUTOMATIC
             call.recording = Recording(self.recording_id(), rtype, call.duration, call)
-            if direction == INBOUND and not call.internal and rng.random() < 0.15:
+            if leg_only or (direction == INBOUND and not call.internal and rng.random() < 0.15):
                 self._add_legs(call)
+                if leg_only or (
+                    leg_only is None and generated and self._leg_only_rng.random() < LEG_ONLY_RATE
+                ):
+                    call.recording = None  # the master leg keeps it
         elif duration is None and rng.random() < 0.05:
             call.short_recording = True
             call.duration_ms = rng.randrange(2000, 25_000)

@@ -15,6 +15,7 @@ VOICE = "Voice"
 FAX = "Fax"
 AUTOMATIC = "Automatic"
 ON_DEMAND = "OnDemand"
+BLOCKED = "Blocked"  # the result of a call from/to a blocked number (showBlocked=false hides it)
 
 
 @dataclass(slots=True)
@@ -100,6 +101,23 @@ class Call:
     @property
     def internal(self) -> bool:
         return isinstance(self.remote, Extension)
+
+    @property
+    def transport(self) -> str:
+        """The record's `transport` (CallTransportEnum): an internal call is VoIP."""
+        return "VoIP" if self.internal else "PSTN"
+
+    @property
+    def blocked(self) -> bool:
+        return self.result == BLOCKED
+
+    def listed_recordings(self) -> list[Recording]:
+        """What a recording filter (`recordingType`, `withRecording`) looks at: the
+        top-level recording, or, on a record without one whose legs carry
+        recordings (a recording that exists only on legs), the legs' recordings."""
+        if self.recording is not None:
+            return [self.recording]
+        return [leg.recording for leg in self.legs if leg.recording is not None]
 
     def recordings(self) -> list[Recording]:
         """The top-level recording and any recordings carried by legs, each once."""

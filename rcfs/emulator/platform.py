@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rcfs.emulator.account import Query
+from rcfs.emulator.account import Query, digits
 from rcfs.emulator.auth import REFRESH_TTL, SCOPE, Session, TokenError
 from rcfs.emulator.errors import ParamError, api_error, json_response, not_found, oauth_error
 from rcfs.emulator.errors import param_error as param_error_response
@@ -28,20 +28,22 @@ from rcfs.emulator.model import FAX, INBOUND, OUTBOUND, VOICE, Call
 from rcfs.emulator.params import (
     boolean,
     enum,
-    integer,
     many,
     one,
+    page_number,
+    per_page,
     recording_filter,
     timestamp,
     view_detailed,
 )
-from rcfs.emulator.records import iso
+from rcfs.emulator.records import MIN_MS, iso
 from rcfs.emulator.state import EmulatorState
 from rcfs.emulator.sync import sync_response
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 DAY_MS = 86_400_000
 DETAILED_MAX_PER_PAGE = 250
+PAGING_PAGE_MAX = 1000  # EnumeratedPagingModel.page's maximum
 
 
 # -- handlers -----------------------------------------------------------------
@@ -258,18 +260,36 @@ class Platform:
     def _call_log_page(
         self, request: Request, params: list[tuple[str, str]], ext_id: str | None
     ) -> Response:
+        """One page of readCompanyCallLog / readUserCallLog.
+
+        Where the spec is silent, the emulator chose (see also `params`):
+        - `dateFrom` after `dateTo`: 400 CMN-101 naming `dateFrom` (an empty
+          window, `dateFrom` == `dateTo`, is a valid, empty page);
+        - a date without a zone is UTC (`records.parse_iso`);
+        - an empty parameter is absent;
+        - `phoneNumber` together with `extensionNumber` ("Cannot be combined with
+          `phoneNumber` filter"): 400 CMN-101 naming `phoneNumber`.
+        The spec says `perPage` above 1000 gets 1000 (clamped) and that `paging.page`
+        "may be omitted if result is empty (because non-existent page was
+        specified)": a page past the last one is an empty page without `page`,
+        `pageStart` and `pageEnd`.
+        """
         now = time.time()
         date_to = timestamp(params, "dateTo")
         date_to = int(now * 1000) if date_to is None else date_to
         date_from = timestamp(params, "dateFrom")
-        date_from = date_to - DAY_MS if date_from is None else date_from
+        date_from = max(MIN_MS, date_to - DAY_MS) if date_from is None else date_from
+        if date_from > date_to:
+            raise ParamError("dateFrom", one(params, "dateFrom"))
         detailed = view_detailed(params)
-        raw_per_page = one(params, "perPage")
-        per_page = 1000 if raw_per_page == "max" else integer(params, "perPage", 100, 1, 1000)
+        size = per_page(params)
         if detailed:
-            per_page = min(per_page, DETAILED_MAX_PER_PAGE)
-        page = integer(params, "page", 1, 1, 10**9)
-        ext_number = one(params, "extensionNumber")
+            size = min(size, DETAILED_MAX_PER_PAGE)
+        page = page_number(params)
+        ext_number = one(params, "extensionNumber") or None
+        phone = one(params, "phoneNumber") or None
+        if phone is not None and ext_number is not None:
+            raise ParamError("phoneNumber", phone)
         query = Query(
             date_from_ms=date_from,
             date_to_ms=date_to,
@@ -278,18 +298,16 @@ class Platform:
             directions=enum(many(params, "direction"), "direction", (INBOUND, OUTBOUND)),
             recording_types=recording_filter(params),
             show_deleted=boolean(params, "showDeleted"),
+            show_blocked=boolean(params, "showBlocked", default=True),
+            extension_number=ext_number,
+            session_id=one(params, "sessionId") or None,
+            telephony_session_id=one(params, "telephonySessionId") or None,
+            phone_digits=None if phone is None else digits(phone),
+            transports=enum(many(params, "transport"), "transport", ("PSTN", "VoIP")),
         )
         calls = self.state.account.query(query, now)
-        session_id = one(params, "sessionId")
-        if ext_number or session_id:
-            calls = [
-                c
-                for c in calls
-                if (not ext_number or c.ext.number == ext_number)
-                and (not session_id or str(c.session_id) == session_id)
-            ]
-        start = (page - 1) * per_page
-        chosen = calls[start : start + per_page]
+        start = (page - 1) * size
+        chosen = calls[start : start + size]
         records = [
             self.state.renderer.record(c, now, detailed=detailed, extension_level=ext_id is not None)
             for c in chosen
@@ -297,20 +315,23 @@ class Platform:
         # Navigation URIs pin the resolved window, so following them is stable
         # even while new calls arrive.
         fixed = [(k, v) for k, v in params if k not in ("page", "perPage", "dateFrom", "dateTo")]
-        fixed += [("dateFrom", iso(date_from)), ("dateTo", iso(date_to)), ("perPage", str(per_page))]
+        fixed += [("dateFrom", iso(date_from)), ("dateTo", iso(date_to)), ("perPage", str(size))]
         base = f"{self.state.server_url}{request.url.path}"
 
         def uri(n: int) -> dict[str, str]:
             return {"uri": f"{base}?{urlencode([*fixed, ('page', str(n))])}"}
 
-        last = max(1, math.ceil(len(calls) / per_page))
+        last = max(1, math.ceil(len(calls) / size))
         navigation = {"firstPage": uri(1)}
-        if start + per_page < len(calls):
+        if start + size < len(calls):
             navigation["nextPage"] = uri(page + 1)
         if page > 1:
             navigation["previousPage"] = uri(min(page - 1, last))
         navigation["lastPage"] = uri(last)
-        paging: dict[str, int] = {"page": page, "perPage": per_page}
+        paging: dict[str, int] = {"perPage": size}
+        # EnumeratedPagingModel caps `page` at 1000; past that it is left out too.
+        if (chosen or page == 1) and page <= PAGING_PAGE_MAX:
+            paging["page"] = page
         if chosen:
             paging["pageStart"] = start
             paging["pageEnd"] = start + len(chosen) - 1
@@ -379,5 +400,7 @@ class Platform:
         rec = self.state.account.recording(rid, time.time())
         if rec is None:
             return not_found("recordingId", rid)
-        body: dict[str, Any] = self.state.renderer.recording_metadata(rec, self.state.content_type)
+        body: dict[str, Any] = self.state.renderer.recording_metadata(
+            rec, self.state.content_type_for(rec.id)
+        )
         return json_response(body)

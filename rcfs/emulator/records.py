@@ -8,29 +8,49 @@ host. Pure functions of (call, urls, now); no state, no I/O.
 from __future__ import annotations
 
 import hashlib
-import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rcfs.emulator.model import FAX, INBOUND, Call, Extension, Leg, Party, Recording, Remote
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The instants `iso` can render (years 0001..9999), in epoch ms.
+MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00.000Z
+MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
 
 def iso(ms: int) -> str:
-    """Epoch milliseconds -> '2026-11-23T09:30:15.123Z' (RingCentral's format)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+    """Epoch milliseconds -> '2026-11-23T09:30:15.123Z' (RingCentral's format).
+
+    Clamped to years 0001..9999, so that any instant a client can name renders."""
+    ms = min(MAX_MS, max(MIN_MS, ms))
+    dt = _EPOCH + timedelta(milliseconds=ms)
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
+        f"{dt.second:02d}.{ms % 1000:03d}Z"
+    )
 
 
 def parse_iso(text: str) -> int:
-    """ISO 8601 date or date-time (zone optional, UTC assumed) -> epoch ms. ValueError if bad."""
+    """ISO 8601 date or date-time (zone optional, UTC assumed) -> epoch ms. ValueError if bad.
+
+    The zone: the spec asks for "ISO 8601 format including timezone" but does
+    not say what a value without one gets; the emulator reads it as UTC (the
+    lenient reading, and what its tests' `dateFrom=2000-01-01` rely on).
+    """
     value = text.strip()
     if not value or len(value) > 40:
         raise ValueError(text)
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        delta = parsed - _EPOCH
+    except (OverflowError, TypeError) as err:  # e.g. year 1 at +14:00
+        raise ValueError(text) from err
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 
 def telephony_session_id(call: Call) -> str:
@@ -146,7 +166,7 @@ class Renderer:
         if call.deleted:
             out["deleted"] = True
         if detailed:
-            out["transport"] = "VoIP" if call.internal else "PSTN"
+            out["transport"] = call.transport
             out["lastModifiedTime"] = iso(call.modified_ms)
             out["billing"] = {"costIncluded": 0.0, "costPurchased": 0.0}
             out["legs"] = [self._leg(call, leg, now) for leg in self._legs(call)]

@@ -1,10 +1,12 @@
-"""Running the emulator: two Hypercorn servers on trio, and the `rcfs emulator` command.
+"""Running the emulator: three Hypercorn servers on trio, and the `rcfs emulator` command.
 
-Owns process-level concerns: building the platform app (API + admin) and the
-media app over one shared `EmulatorState`, binding both ports, reporting the
-info dict once both listen (`task_status.started(info)`, one JSON line on
-stdout for the command), applying the configured retention rules to the new
-account, and stopping cleanly on cancellation or SIGINT/SIGTERM.
+Owns process-level concerns: building the platform app (API + admin), the
+media app and the storage host over one shared `EmulatorState`, binding their
+ports, reporting the info dict once all listen (`task_status.started(info)`,
+one JSON line on stdout for the command), applying the configured retention
+rules and audio format to the new account, answering unknown paths (404
+CMN-102) and methods (405 with `Allow`), and stopping cleanly on cancellation
+or SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from rcfs.emulator.account import Account
 from rcfs.emulator.admin import Admin
-from rcfs.emulator.audio import VARIANTS, loop_bytes
+from rcfs.emulator.audio import prepare_loops
 from rcfs.emulator.auth import make_credentials
 from rcfs.emulator.config import (
     EmulatorConfig,
+    parse_audio_format,
     parse_faults,
     parse_rate_limits,
     parse_retention_count,
@@ -38,12 +42,14 @@ from rcfs.emulator.config import (
 )
 from rcfs.emulator.errors import api_error
 from rcfs.emulator.faults import DropConnection, Faults
-from rcfs.emulator.media import Media
+from rcfs.emulator.media import Media, StorageHost
 from rcfs.emulator.platform import Platform
 from rcfs.emulator.ratelimit import RateLimiter
 from rcfs.emulator.state import EmulatorState
 
 log = logging.getLogger(__name__)
+
+STORAGE_HOST = "127.0.0.1"  # the storage host is loopback whatever --host says
 
 
 def _only_drops(exc: BaseException | None) -> bool:
@@ -65,10 +71,26 @@ _http_log = logging.getLogger("rcfs.emulator.http")
 _http_log.addFilter(_QuietDrops())
 
 
+def _allowed(request: Request) -> list[str]:
+    """Every method some route of this app accepts for the request's path (HEAD with GET)."""
+    methods: set[str] = set()
+    app = request.scope.get("app")
+    for route in getattr(app, "routes", ()):
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE and isinstance(route, Route) and route.methods:
+            methods |= route.methods
+    return sorted(methods)
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 404)
     if status == 405:
-        return api_error(405, "CMN-405", "Method not allowed")
+        # RFC 9110: a 405 carries Allow, the methods the resource supports.
+        allow = _allowed(request)
+        if not allow:  # Starlette's own list, for the one route it tried
+            listed = (getattr(exc, "headers", None) or {}).get("Allow", "")
+            allow = [m.strip() for m in listed.split(",") if m.strip()]
+        return api_error(405, "CMN-405", "Method not allowed", headers={"Allow": ", ".join(allow)})
     return api_error(404, "CMN-102", f"Resource not found: {request.url.path}")
 
 
@@ -98,7 +120,9 @@ class Emulator:
         self._faults = parse_faults(self.config.faults)
         self._retention_count = parse_retention_count(self.config.retention_count)
         self._retention_s = parse_retention_duration(self.config.retention)
+        self._audio_format = parse_audio_format(self.config.audio_format)
         self.info: dict[str, str] = {}
+        self.storage_url = ""
         self.state: EmulatorState | None = None
 
     def _build_state(self) -> EmulatorState:
@@ -106,15 +130,16 @@ class Emulator:
         account = Account(cfg.seed, cfg.calls, cfg.days, end=cfg.epoch)
         account.set_retention(self._retention_count, self._retention_s, time.time())
         credentials = make_credentials(cfg.seed, account.account_id, account.user.id)
-        for variant in range(VARIANTS):  # encode the MP3 loops now, off the event loop
-            loop_bytes(variant)
-        return EmulatorState(
+        prepare_loops()  # encode the MP3 and WAV loops now, off the event loop
+        state = EmulatorState(
             account,
             credentials,
             RateLimiter(self._limits),
             Faults(cfg.seed, self._faults),
             cfg.seed,
         )
+        state.audio_format = self._audio_format
+        return state
 
     def apps(self, state: EmulatorState) -> tuple[Starlette, Starlette]:
         handlers: dict[Any, Any] = {404: _not_found, 405: _not_found}
@@ -126,7 +151,12 @@ class Emulator:
         return platform, media
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled; `task_status.started(info)` once both ports listen."""
+        """Serve until cancelled; `task_status.started(info)` once every port listens.
+
+        Three servers: the platform and the media host on `host`, and the
+        storage host (the target of the `redirect` fault) always on 127.0.0.1.
+        Its URL is `GET /__emulator/storage/requests`'s `url` (and
+        `self.storage_url`), not in `info`, whose keys are a contract."""
         state = self.state = await trio.to_thread.run_sync(
             self._build_state, abandon_on_cancel=True
         )
@@ -139,6 +169,10 @@ class Emulator:
             media_binds = await nursery.start(
                 partial(serve, cast(Any, media), _hypercorn_config(cfg.host, cfg.media_port))
             )
+            storage_binds = await nursery.start(
+                partial(serve, cast(Any, StorageHost(state)), _hypercorn_config(STORAGE_HOST, 0))
+            )
+            state.storage.url = self.storage_url = _url(storage_binds[0])
             state.set_urls(_url(platform_binds[0]), _url(media_binds[0]))
             self.info = state.info()
             log.info(
@@ -173,7 +207,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calls", type=int, default=200, help="call-log records to generate")
     p.add_argument("--days", type=int, default=30, help="days of history, ending now")
     p.add_argument("--rate-limits", default="real", help="real | off | heavy=10/2s,auth=5/2s,...")
-    p.add_argument("--faults", default="", help="5xx=0.05,reset=0.05,latency=200ms,...")
+    p.add_argument(
+        "--faults",
+        default="",
+        help="5xx=0.05,reset=0.05,latency=200ms,token_ttl=30s,no_length=1,late_recording=60s,"
+        "lie_length=N,trickle=N,stall_after=N,no_retry_after=1,retry_after_503=N,redirect=1,"
+        "isync_limit=1",
+    )
     p.add_argument(
         "--retention-count",
         type=int,
@@ -188,6 +228,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="delete recordings whose call started longer ago than DURATION "
         "(e.g. 90s, 10m, 2h), as time passes",
+    )
+    p.add_argument(
+        "--audio-format",
+        default="mp3",
+        metavar="mp3|wav|mixed",
+        help="the company's recording format: MP3 (audio/mpeg), WAV (audio/wav, 8 kHz "
+        "16-bit mono), or mixed (a seeded quarter WAV); also PUT /__emulator/audio-format",
     )
     p.add_argument("--log-level", default="WARNING")
     return p
@@ -210,6 +257,7 @@ def config_from_args(argv: list[str]) -> tuple[EmulatorConfig, str]:
         parse_faults(args.faults)
         parse_retention_count(args.retention_count)
         parse_retention_duration(args.retention)
+        audio_format = parse_audio_format(args.audio_format)
     except ValueError as err:
         raise _UsageError(str(err)) from None
     config = EmulatorConfig(
@@ -223,6 +271,7 @@ def config_from_args(argv: list[str]) -> tuple[EmulatorConfig, str]:
         faults=args.faults,
         retention_count=args.retention_count,
         retention=args.retention,
+        audio_format=audio_format,
     )
     return config, args.log_level.upper()
 

@@ -1,11 +1,15 @@
 """Everything one running emulator knows, and the gate every API request passes.
 
 `EmulatorState` ties together the account, OAuth sessions, rate limiter,
-faults, counters and admin switches. `State.guard()` is the single request
+faults, counters, the storage host and admin switches (among them the
+company's recording format, which decides each recording's content type).
+`State.guard()` is the single request
 pipeline, in RingCentral's order: count -> injected latency -> authenticate
 (401 AGW-401 / TokenInvalid) -> throttle (429 CMN-301, headers on every
-limited response) -> injected 503 CMN-201 -> handler -> maybe drop the
-connection mid-body. Route modules only parse parameters and render results.
+limited response, `Retry-After` unless the `no_retry_after` fault) -> injected
+503 CMN-201 (with `Retry-After` under the `retry_after_503` fault) -> handler
+-> maybe drop the connection mid-body. Route modules only parse parameters and
+render results.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rcfs.emulator.account import Account
+from rcfs.emulator.audio import MP3_TYPE, WAV_TYPE
 from rcfs.emulator.auth import AuthState, Credentials, Session, TokenError
 from rcfs.emulator.errors import DroppableStream, DroppingResponse, api_error
 from rcfs.emulator.faults import Faults
 from rcfs.emulator.ratelimit import OPERATION_GROUPS, RateLimiter
 from rcfs.emulator.records import Renderer
+from rcfs.emulator.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +83,11 @@ class EmulatorState:
         self.faults = faults
         self.stats = Stats()
         self.company_call_log = True
-        self.content_type = "audio/mpeg"
+        self.audio_format = "mp3"  # mp3 | wav | mixed (--audio-format, PUT /__emulator/audio-format)
+        self.storage = Storage()
         self.server_url = ""
         self.media_url = ""
+        self.seed = seed
         self.record_patches: dict[str, dict[str, Any]] = {}
         self.renderer = Renderer(account.account_id, "", "", self.record_patches)
         self._request_ids = itertools.count(1)
@@ -102,6 +110,20 @@ class EmulatorState:
             "jwt": self.credentials.jwt,
             "account_id": self.account.account_id,
         }
+
+    @property
+    def content_type(self) -> str:
+        """The company's format (for `mixed`, the majority's: MP3)."""
+        return WAV_TYPE if self.audio_format == "wav" else MP3_TYPE
+
+    def content_type_for(self, recording_id: str) -> str:
+        """`audio/mpeg` or `audio/wav`: what readCallRecording's `contentType`, the
+        content's Content-Type and its bytes all say for this recording. With
+        `mixed`, a seeded quarter of the recordings are WAV."""
+        if self.audio_format == "mixed":
+            digest = hashlib.blake2b(f"{self.seed}:{recording_id}".encode(), digest_size=2).digest()
+            return WAV_TYPE if digest[0] % 4 == 0 else MP3_TYPE
+        return self.content_type
 
     def token_ttl(self) -> float:
         ttl = self.faults.token_ttl
@@ -145,15 +167,24 @@ class EmulatorState:
         group = OPERATION_GROUPS[operation]
         self.stats.group_requests[group] += 1
         decision = self.limiter.check(key, group, now)
+        headers = dict(decision.headers)
+        if self.faults.no_retry_after:
+            headers.pop("Retry-After", None)
         if not decision.allowed:
             self.stats.group_throttled[group] += 1
             log.debug("throttled %s (%s), retry after %d s", operation, group, decision.retry_after)
-            response = api_error(429, "CMN-301", "Request rate exceeded", headers=decision.headers)
+            response = api_error(429, "CMN-301", "Request rate exceeded", headers=headers)
         elif self.faults.server_error():
-            response = api_error(503, "CMN-201", "Service Temporary Unavailable")
+            retry = self.faults.retry_after_503
+            response = api_error(
+                503,
+                "CMN-201",
+                "Service Temporary Unavailable",
+                headers=None if retry is None else {"Retry-After": str(retry)},
+            )
         else:
             response = await handler(request, session)
-        response.headers.update(decision.headers)
+        response.headers.update(headers)
         response.headers["RCRequestId"] = f"rcfs-emu-{next(self._request_ids)}"
         fraction = self.faults.reset()
         if fraction is not None:

@@ -40,9 +40,20 @@ def test_parse_faults() -> None:
         "token_ttl": 30.0,
         "no_length": True,
         "late_recording": 60.0,
+        "lie_length": None,
+        "trickle": None,
+        "stall_after": None,
+        "no_retry_after": False,
+        "retry_after_503": None,
+        "redirect": False,
+        "isync_limit": False,
     }
     assert parse_faults("")["token_ttl"] is None
-    for bad in ("5xx=1.5", "reset=-1", "latency=soon", "boom=1", "no_length=2", "5xx"):
+    hostile = parse_faults("lie_length=1000000000000,trickle=1,stall_after=1000")
+    assert (hostile["lie_length"], hostile["trickle"], hostile["stall_after"]) == (10**12, 1, 1000)
+    assert parse_faults("stall_after=0")["stall_after"] is None
+    for bad in ("5xx=1.5", "reset=-1", "latency=soon", "boom=1", "no_length=2", "5xx",
+                "trickle=fast", "lie_length=-3"):
         with pytest.raises(ValueError):
             parse_faults(bad)
 

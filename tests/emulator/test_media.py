@@ -91,7 +91,6 @@ async def test_token_in_query_and_disposition(
             "contentDisposition": "Attachment",
             "contentDispositionFilename": "call.mp3",
         },
-        headers={"Accept": "application/json"},  # served audio anyway
     )
     assert response.status_code == 200
     assert response.headers["content-type"] == "audio/mpeg"
@@ -195,3 +194,34 @@ def test_process_runs_ffprobe_independently(tmp_path: Path) -> None:
         timeout=60,
     )
     assert abs(float(json.loads(out.stdout)["format"]["duration"]) - 1800) < 1.0
+
+
+async def test_hostile_content_faults(api: httpx.AsyncClient, emulator: Emulator) -> None:
+    """lie_length declares a size that is not the body's; stall_after stops the body
+    with the connection open; trickle sends a few bytes a second."""
+    rec = (await recorded(api, 1))[0]["recording"]
+    whole = (await api.get(rec["contentUri"])).content
+    admin = f"{emulator.info['server_url']}/__emulator/faults"
+    async with httpx.AsyncClient() as plain:
+        (await plain.put(admin, json={"lie_length": 10**12})).raise_for_status()
+        async with api.stream("GET", rec["contentUri"], headers={"Range": "bytes=100-"}) as r:
+            assert r.status_code == 206
+            assert r.headers["content-range"] == f"bytes 100-{10**12 - 1}/{10**12}"
+            assert int(r.headers["content-length"]) == 10**12 - 100
+            with pytest.raises(httpx.RemoteProtocolError):  # the body is the real one: short
+                await r.aread()
+        (await plain.put(admin, json={"stall_after": 1000})).raise_for_status()
+        async with api.stream("GET", rec["contentUri"]) as r:
+            got = b""
+            with trio.move_on_after(1.5):
+                async for chunk in r.aiter_raw():
+                    got += chunk
+            assert got == whole[:1000]
+        (await plain.put(admin, json={"trickle": 3})).raise_for_status()
+        async with api.stream("GET", rec["contentUri"]) as r:
+            got = b""
+            with trio.move_on_after(2.5):
+                async for chunk in r.aiter_raw():
+                    got += chunk
+            assert 3 <= len(got) <= 9 and whole.startswith(got)
+        (await plain.put(admin, json={})).raise_for_status()

@@ -99,7 +99,7 @@ async def test_extension_sync_is_scoped(api: httpx.AsyncClient) -> None:
     body = (
         await api.get(
             "/restapi/v1.0/account/~/extension/~/call-log-sync",
-            params={"syncType": "FSync", "recordCount": 1000},
+            params={"syncType": "FSync", "recordCount": 250},
         )
     ).json()
     assert len({r["extension"]["id"] for r in body["records"]}) == 1
