@@ -37,18 +37,20 @@ Must not: import pyfuse3 or httpx, or touch the tree: every page goes to
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import trio
 
-from rcfs.api import Priority
+from rcfs.api import Priority, PriorityLike
 from rcfs.errors import RcfsError, TemporaryFailure
 from rcfs.index import Index, UpsertResult
+from rcfs.index.store import META_CONTENT_TYPE_CHECKED
 from rcfs.indexer import (
     DEFAULT_OVERLAP,
     META_LAST_SYNC,
@@ -71,6 +73,15 @@ MAX_SPAN_MS = 32 * DAY_MS
 MAX_PAGES_PER_WINDOW = 12
 RETRY_DELAYS = (5.0, 15.0, 60.0, 300.0)  # after failed background reads, in turn
 PROGRESS_LOG_SECONDS = 60.0
+FORMAT_RECHECK = timedelta(days=7)  # how often the account's recording format is read again
+
+
+class IndexingClient(CallLogClient, Protocol):
+    """What the backfill uses of RingCentralClient: the call log, sync, and metadata."""
+
+    async def recording_info(
+        self, recording_id: str, *, priority: PriorityLike = ...
+    ) -> dict[str, Any]: ...
 
 
 class Backfill:
@@ -78,7 +89,7 @@ class Backfill:
 
     def __init__(
         self,
-        client: CallLogClient,
+        client: IndexingClient,
         index: Index,
         *,
         since: datetime,
@@ -161,6 +172,7 @@ class Backfill:
         Raises what the first request raises (bad credentials, no network): a
         mount that cannot read anything says so at once.
         """
+        first_new = self._index.max_rowid() + 1
         top = self._index.coverage.top()
         if top is not None and top > self.lo:
             # A remount: what reached the call log late is read again.
@@ -179,8 +191,42 @@ class Backfill:
                     break
         if self._index.coverage.covers(self.hi - 1, self.hi) or self.complete():
             await trio.to_thread.run_sync(self._index.set_meta, META_LAST_SYNC, _iso(self.hi))
+        await self.learn_format(first_new)
         if progress is not None:
             progress(self._progress_line())
+
+    async def learn_format(self, first_new: int) -> None:
+        """Learn the account's recording format (MP3 or WAV, a company setting) from one
+        recording's metadata, before any name is shown: the recordings indexed in this
+        mount so far, and every new one, are named and estimated for it. Re-checked
+        every `FORMAT_RECHECK`; one Heavy request. A failure keeps what is known."""
+        index = self._index
+        checked = index.get_meta(META_CONTENT_TYPE_CHECKED)
+        try:
+            fresh = checked is not None and (
+                datetime.fromisoformat(checked) > self._now - FORMAT_RECHECK)
+        except ValueError:
+            fresh = False
+        if fresh and index.default_content_type:
+            return
+        for rid in index.newest_recording_ids(3):
+            try:
+                info = await self._client.recording_info(rid, priority=Priority.INTERACTIVE)
+            except RcfsError as exc:
+                log.info("cannot read recording %s's metadata to learn the format: %s", rid, exc)
+                continue
+            ctype = info.get("contentType")
+            if not isinstance(ctype, str) or not ctype.strip():
+                continue
+            ctype = ctype.split(";", 1)[0].strip().lower()
+            renamed = await trio.to_thread.run_sync(
+                functools.partial(index.set_account_format, ctype, _iso(epoch_ms(self._now)),
+                                  name_from_rowid=first_new))
+            if ctype != "audio/mpeg":
+                log.info("the account records %s: files are named and sized for it "
+                         "(%d recordings so far)", ctype, renamed)
+            return
+
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Index what `prefill` left, at background priority; then return."""

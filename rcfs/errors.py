@@ -28,7 +28,10 @@ class PermissionDenied(RcfsError):
 
 
 class TemporaryFailure(RcfsError):
-    """Transport error, 5xx, or retries exhausted: may work later."""
+    """Transport error, 5xx, or retries exhausted: may work later (not before
+    `retry_after` seconds, when the server said so)."""
+
+    retry_after: float | None = None
 
 
 class RateLimited(TemporaryFailure):

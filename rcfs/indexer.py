@@ -47,7 +47,7 @@ from typing import Any, Protocol
 import trio
 
 from rcfs.api import Priority, PriorityLike
-from rcfs.errors import ApiError, RcfsError
+from rcfs.errors import ApiError, RcfsError, SyncTokenInvalid
 from rcfs.index import Index, UpsertResult
 from rcfs.models import epoch_ms, from_epoch_ms, record_start_ms
 
@@ -214,8 +214,11 @@ async def _sync(
             result = await client.sync_call_log(
                 token, date_from=None if token else fsync_from)
         except ApiError as exc:
-            if token is not None and exc.error_code.startswith("CLG-"):
-                log.info("call-log sync token refused (%s): starting a full sync", exc.error_code)
+            # CLG-10x, or any 400 about the token (CMN-101 "Parameter [syncToken] is
+            # invalid", also sent when more than 250 changes are pending): FSync again.
+            if token is not None and (isinstance(exc, SyncTokenInvalid)
+                                      or exc.error_code.startswith("CLG-")):
+                log.info("call-log sync token refused (%s): starting a full sync", exc)
                 token = None
                 await trio.to_thread.run_sync(index.set_meta, META_SYNC_TOKEN, None)
                 continue

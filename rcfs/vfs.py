@@ -169,6 +169,7 @@ class Vfs:
         self._pending: dict[str, tuple[int, str | None, str | None]] = {}
         # Sizes response headers named, until the download completes: id -> (size, type).
         self._provisional: dict[str, tuple[int, str | None]] = {}
+        self._format_noted: set[str] = set()  # recordings whose format differs, logged
         self._write_behind = False
         self._dirty = trio.Event()
         # Directory listings as sorted child numbers, keyed (), (y,), (y, m).
@@ -348,6 +349,7 @@ class Vfs:
             self._provisional[recording_id] = (size, content_type)
         else:
             self._provisional.pop(recording_id, None)
+            self._check_format(found, content_type)
         ir = replace(found, exact_size=size,
                      content_type=found.content_type if content_type is None else content_type,
                      digest=found.digest if digest is None else digest)
@@ -359,6 +361,19 @@ class Vfs:
             self._dirty.set()
         else:
             self._index.set_exact_size(recording_id, size, content_type, digest)
+
+    def _check_format(self, found: IndexedRecording, served: str | None) -> None:
+        """A recording served in another format than its name says keeps its name (names
+        never change); `user.rc.content_type` has the truth. Said once in the log."""
+        if not served or found.recording_id in self._format_noted:
+            return
+        named_wav = found.recording.is_wav
+        served_wav = served.split(";", 1)[0].strip().lower() in (
+            "audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave")
+        if named_wav != served_wav:
+            self._format_noted.add(found.recording_id)
+            log.info("recording %s is %s, not the account's format: it keeps its name %s",
+                     found.recording_id, served, file_name(found.recording, self._tz))
 
     def size_unconfirmed(self, recording_id: str) -> int | None:
         """A download ended without confirming its provisional size: forget it.

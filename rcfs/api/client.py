@@ -1,7 +1,8 @@
 """RingCentralClient: every request rcfs makes to RingCentral goes through here.
 
 Owns: the httpx.AsyncClient, which hosts may be contacted (the configured
-platform and media hosts only; the bearer token never goes anywhere else), the
+platform and media hosts, with the bearer token; and, for recording content
+only, where the media host redirects to, without it: `_send_unauthenticated`), the
 request pipeline (rate limiter → bearer token → send → one renewal and resend
 on 401 → domain error), the retry policy around idempotent requests, and the
 operations of docs/INTERFACES.md. Tokens travel only in the Authorization
@@ -11,6 +12,7 @@ header, never in a URL, so httpx's own request logging cannot leak them.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 
 API = "/restapi/v1.0"
 MAX_REDIRECTS = 5
+CONTENT_OP = "readCallRecordingContent"
+_REDIRECTS = (301, 302, 303, 307, 308)
 SYNC_RECORD_COUNT = 250
 # Never put these in a URL we send: the token belongs in the Authorization header.
 _SECRET_PARAMS = {"access_token", "refresh_token", "assertion", "client_secret"}
@@ -65,6 +69,15 @@ def _iso(dt: datetime) -> str:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _strip_secret_params(url: str) -> str:
@@ -223,17 +236,63 @@ class RingCentralClient:
                 renewed = True
                 token = await self._auth.after_401(token)
                 continue
-            if status in (301, 302, 303, 307, 308) and "location" in resp.headers:
+            if status in _REDIRECTS and "location" in resp.headers:
                 await resp.aclose()
                 redirects += 1
                 if redirects > MAX_REDIRECTS:
                     raise TemporaryFailure(f"{op}: too many redirects")
-                url = self._checked_url(str(resp.url.join(resp.headers["location"])), op)
+                target = str(resp.url.join(resp.headers["location"]))
+                if op == CONTENT_OP and self._foreign(target):
+                    # The media host hands the bytes over to storage elsewhere (a
+                    # signed URL): follow it without the token (API-NOTES.md).
+                    return await self._send_unauthenticated(
+                        op, target, {k: v for k, v in (headers or {}).items()
+                                     if k.lower() != "authorization"}, stream, redirects)
+                url = self._checked_url(target, op)
                 params = None
                 continue
             if 200 <= status < 300:
                 return resp
             await self._fail(op, resp)
+
+    def _foreign(self, url: str) -> bool:
+        try:
+            return _origin(url) not in self._allowed
+        except ValueError:
+            return True
+
+    async def _send_unauthenticated(
+        self, op: str, url: str, headers: dict[str, str], stream: bool, redirects: int
+    ) -> httpx.Response:
+        """GET a URL outside RingCentral's hosts: never with the token, never with a secret
+        in the query, over https (plain http only to loopback, for the emulator), not
+        rate-limited (the media request that redirected here was)."""
+        while True:
+            parts = urlsplit(url)
+            loopback = _is_loopback_host(parts.hostname or "")
+            if parts.scheme != "https" and not (parts.scheme == "http" and loopback
+                                                and self._creds.is_loopback):
+                raise ForeignHostRefused(
+                    f"{op}: refusing a redirect to {parts.scheme}://{parts.hostname or '?'} "
+                    "(only https is followed outside RingCentral's hosts)")
+            request = self._http.build_request("GET", _strip_secret_params(url), headers=headers)
+            try:
+                resp = await self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                raise TemporaryFailure(f"{op}: redirect target: {type(exc).__name__}: {exc}") from None
+            log.debug("%s GET %s (redirected, no token) -> %d", op, request.url.path, resp.status_code)
+            if resp.status_code in _REDIRECTS and "location" in resp.headers:
+                await resp.aclose()
+                redirects += 1
+                if redirects > MAX_REDIRECTS:
+                    raise TemporaryFailure(f"{op}: too many redirects")
+                url = str(resp.url.join(resp.headers["location"]))
+                continue
+            if 200 <= resp.status_code < 300:
+                return resp
+            body = await resp.aread()
+            await resp.aclose()
+            raise error_for(op, resp.status_code, resp.headers, body, self._auth.redact)
 
     async def _get_json(
         self,
@@ -408,7 +467,7 @@ class RingCentralClient:
         Retries cover getting the headers; a body that breaks later raises
         TemporaryFailure and the caller resumes with a new `start`.
         """
-        op = "readCallRecordingContent"
+        op = CONTENT_OP
         url = self._checked_url(content_uri, op)
         # No Accept: application/json here (it breaks binary downloads), and no
         # content-encoding, so byte offsets mean file offsets.

@@ -41,11 +41,8 @@ _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
 
 def error_details(body: bytes) -> tuple[str, str]:
     """(errorCode, message) from a RingCentral or OAuth error body, '' if absent."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return "", ""
-    if not isinstance(data, dict):
+    data = _error_body(body)
+    if data is None:
         return "", ""
     code = str(data.get("errorCode") or data.get("error") or "")
     message = str(data.get("message") or data.get("error_description") or "")
@@ -56,6 +53,40 @@ def error_details(body: bytes) -> tuple[str, str]:
             code = f"{code}/{inner}" if code else inner
         message = message or str(errors[0].get("message") or "")
     return code, message[:300]
+
+
+def _error_body(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _about_sync_token(body: bytes, message: str) -> bool:
+    """A 400 that names the sync token (RingCentral documents CMN-101 "Parameter
+    [syncToken] is invalid", also for "max sync record number limit is exceeded")."""
+    data = _error_body(body) or {}
+    errors = data.get("errors")
+    named = isinstance(errors, list) and any(
+        isinstance(e, dict) and e.get("parameterName") == "syncToken" for e in errors)
+    return named or "synctoken" in message.lower() or "max sync record number" in message.lower()
+
+
+def retry_after_header(headers: httpx.Headers) -> float | None:
+    """Seconds a Retry-After header asks for, or None when there is none (or it is garbage)."""
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
 def retry_after(headers: httpx.Headers) -> float:
@@ -89,9 +120,12 @@ def error_for(
     if status == 429:
         return RateLimited(text, retry_after(headers), group)
     if status >= 500:
-        return TemporaryFailure(text)
+        # A 503 (or any 5xx) may say when to come back: the retry waits at least that long.
+        err = TemporaryFailure(text)
+        err.retry_after = retry_after_header(headers)
+        return err
     last_code = code.rsplit("/", 1)[-1]
-    if status == 400 and _SYNC_TOKEN_CODES.match(last_code):
+    if status == 400 and (_SYNC_TOKEN_CODES.match(last_code) or _about_sync_token(body, message)):
         return SyncTokenInvalid(text, status, last_code)
     return ApiError(text, status, last_code)
 

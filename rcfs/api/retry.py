@@ -2,7 +2,8 @@
 
 Owns: which failures are retried, how long to wait between attempts, and how
 loudly to log them. Retried: TemporaryFailure (transport errors, 5xx) and its
-subclass RateLimited (429, waiting at least `retry_after`). Everything else
+subclass RateLimited (429), each waiting at least its `retry_after` when the
+server sent one (a 429's Retry-After, or a 503's). Everything else
 (NotFound, AuthError, PermissionDenied, other 4xx, BadResponse) propagates at
 once. Back-off is exponential with jitter and bounded in attempts and delay;
 the log level rises with the attempt number. Only use it around requests that
@@ -19,7 +20,7 @@ from typing import TypeVar
 
 import trio
 
-from rcfs.errors import RateLimited, TemporaryFailure
+from rcfs.errors import TemporaryFailure
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
         backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
         delay = backoff * self.rng.uniform(0.5, 1.0)
-        if isinstance(exc, RateLimited):
-            delay = max(delay, min(exc.retry_after, self.max_retry_after))
+        wanted = exc.retry_after if isinstance(exc, TemporaryFailure) else None
+        if wanted is not None:  # a 429's, or a 503's Retry-After
+            delay = max(delay, min(wanted, self.max_retry_after))
         return delay
 
 

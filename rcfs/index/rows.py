@@ -11,8 +11,12 @@ from typing import Any
 
 from rcfs.models import Party, Recording, from_epoch_ms
 
-# Nominal bitrate for size estimates until the exact size is known: 32 kbit/s.
+# Nominal rates for size estimates until the exact size is known: MP3 at
+# 32 kbit/s, and WAV as RingCentral records it, 8 kHz 16-bit mono PCM after a
+# 44-byte header (the sample rate is not in the call log or the metadata).
 ESTIMATE_BYTES_PER_SECOND = 4000
+WAV_BYTES_PER_SECOND = 16_000
+WAV_HEADER_BYTES = 44
 
 REC_COLUMNS = (
     "id, recording_id, call_id, start_ms, direction, from_phone, from_ext, from_name, "
@@ -69,9 +73,11 @@ class IndexedRecording:
 
     @property
     def size(self) -> int:
-        """The exact size if known, else duration x 32 kbit/s."""
+        """The exact size if known, else an estimate from the duration and format."""
         if self.exact_size is not None:
             return self.exact_size
+        if self.recording.is_wav:
+            return WAV_HEADER_BYTES + self.recording.duration * WAV_BYTES_PER_SECOND
         return self.recording.duration * ESTIMATE_BYTES_PER_SECOND
 
 

@@ -62,6 +62,9 @@ from .rows import IndexedRecording, StoredRecord, UpsertResult
 from .rows import indexed as _indexed
 from .schema import create_or_migrate
 
+META_CONTENT_TYPE = "content_type"  # the account's recording format (readCallRecording)
+META_CONTENT_TYPE_CHECKED = "content_type_checked"  # when it was learned (ISO 8601)
+
 log = logging.getLogger(__name__)
 
 # A failure of the same cause (other than damage) is reported again only after this long.
@@ -126,6 +129,10 @@ class Index:
             with self._write():
                 create_or_migrate(conn, self._path)
                 self._coverage = Coverage(conn.execute("SELECT lo, hi FROM coverage").fetchall())
+                row = conn.execute("SELECT value FROM meta WHERE key=?", (META_CONTENT_TYPE,)).fetchone()
+            # The account's recording format (a company setting): what a new
+            # recording's name and size estimate assume until it is downloaded.
+            self.default_content_type: str | None = None if row is None else str(row[0])
         except BaseException as exc:
             self.close()
             if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.ProgrammingError):
@@ -348,7 +355,8 @@ class Index:
                      rec.from_party.phone_number, rec.from_party.extension_number,
                      rec.from_party.name, rec.to_party.phone_number,
                      rec.to_party.extension_number, rec.to_party.name, rec.session_id,
-                     rec.telephony_session_id, rec.recording_type, rec.content_type,
+                     rec.telephony_session_id, rec.recording_type,
+                     rec.content_type or self.default_content_type,
                      rec.duration, rec.content_uri, rec.content_type),
                 )
                 added.append(rec.recording_id)
@@ -509,6 +517,30 @@ class Index:
             "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
 
     # -- reads -------------------------------------------------------------
+
+    # -- the account's recording format ---------------------------------------
+
+    def max_rowid(self) -> int:
+        row = self._conn().execute("SELECT MAX(id) FROM recordings").fetchone()
+        return int(row[0] or 0)
+
+    def newest_recording_ids(self, limit: int) -> list[str]:
+        return [r[0] for r in self._conn().execute(
+            "SELECT recording_id FROM recordings WHERE deleted=0 ORDER BY start_ms DESC LIMIT ?",
+            (limit,))]
+
+    def set_account_format(self, content_type: str, checked: str, *, name_from_rowid: int) -> int:
+        """Record the account's recording format; recordings indexed since `name_from_rowid`
+        (in this mount, before any of their names was shown) take it for their names.
+        Returns how many were renamed so."""
+        with self._write() as conn:
+            self._put_meta(conn, META_CONTENT_TYPE, content_type)
+            self._put_meta(conn, META_CONTENT_TYPE_CHECKED, checked)
+            renamed = conn.execute(
+                "UPDATE recordings SET name_content_type=? WHERE id >= ? AND name_content_type IS NULL",
+                (content_type, name_from_rowid)).rowcount
+        self.default_content_type = content_type
+        return int(renamed)
 
     def get_meta(self, key: str) -> str | None:
         row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()

@@ -54,6 +54,7 @@ class FakeRC:
         self.company_allowed = True
         self.latency = 0.0
         self.fail_next: deque[int] = deque()  # statuses to answer the next API requests with
+        self.fail_headers: dict[str, str] = {}  # extra headers on those answers
         self.tokens: dict[str, float] = {}  # access token -> expiry
         self.refresh_tokens: set[str] = set()
         self.requests: list[httpx.Request] = []
@@ -154,7 +155,7 @@ class FakeRC:
             status = self.fail_next.popleft()
             if status == 200:
                 return httpx.Response(200, content=b"not json{", headers=headers)
-            return _err(status, f"TEST-{status}", "injected", **headers)
+            return _err(status, f"TEST-{status}", "injected", **headers, **self.fail_headers)
         if self.redirect_to and op == "readCallRecordingContent":
             return httpx.Response(302, headers={"Location": self.redirect_to, **headers})
         if op == "readCompanyCallLog" and not self.company_allowed:

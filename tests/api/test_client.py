@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -236,11 +238,22 @@ async def test_foreign_hosts_refused(
     with pytest.raises(ForeignHostRefused, match=r"evil\.example"):
         async with client.stream_content("https://evil.example/restapi/x/content"):
             pass
-    fake.redirect_to = "https://evil.example/steal"
-    with pytest.raises(ForeignHostRefused):
+    # A redirect of content to plain http elsewhere is not followed at all...
+    fake.redirect_to = "http://evil.example/steal"
+    with pytest.raises(ForeignHostRefused, match="only https"):
         async with client.stream_content(CONTENT):
             pass
     assert all(r.url.host != "evil.example" for r in fake.requests)
+    # ...one to https is (a signed storage URL), but never with the token.
+    fake.redirect_to = "https://evil.example/steal?access_token=leak&sig=1"
+    with pytest.raises(AuthError):  # this fake answers 401 to anyone without a token
+        async with client.stream_content(CONTENT):
+            pass
+    foreign = [r for r in fake.requests if r.url.host == "evil.example"]
+    assert len(foreign) == 1
+    assert "authorization" not in foreign[0].headers
+    assert "access_token" not in str(foreign[0].url) and "sig=1" in str(foreign[0].url)
+    assert foreign[0].headers["range"] == "bytes=0-"
 
 
 async def test_access_token_never_in_urls(
@@ -301,3 +314,38 @@ async def test_no_secrets_in_logs_or_reprs(
     assert caplog.records  # httpx and rcfs did log
     for secret in (JWT, SECRET, "AT-secret", "RT-secret", "access_token="):
         assert secret not in joined
+
+
+async def test_a_503_retry_after_is_honoured(
+    autojump_clock: trio.abc.Clock, fake: FakeRC, client: RingCentralClient
+) -> None:
+    await client.login()
+    fake.fail_next.extend([503, 503])
+    fake.fail_headers = {"Retry-After": "40"}
+    t0 = trio.current_time()
+    await client.recording_info("1")
+    assert trio.current_time() - t0 >= 80  # two 503s, each asking for 40 s
+    fake.fail_headers = {}
+    fake.fail_next.append(503)
+    t0 = trio.current_time()
+    await client.recording_info("1")
+    assert trio.current_time() - t0 < 30  # without the header: the policy's own back-off
+
+
+async def test_a_400_about_the_sync_token_means_a_full_sync() -> None:
+    from rcfs.api.responses import error_for
+
+    for body in (
+        {"errorCode": "CMN-101", "message": "Parameter [syncToken] is invalid",
+         "errors": [{"errorCode": "CMN-101", "parameterName": "syncToken"}]},
+        {"errorCode": "CMN-101", "message": "Parameter [syncToken] is invalid "
+                                            "[max sync record number limit is exceeded]"},
+        {"errorCode": "CLG-104", "message": "Sync token is expired"},
+    ):
+        err = error_for("syncAccountCallLog", 400, httpx.Headers(), json.dumps(body).encode(),
+                        lambda t: t)
+        assert isinstance(err, SyncTokenInvalid), body
+    other = error_for("syncAccountCallLog", 400, httpx.Headers(),
+                      b'{"errorCode": "CMN-101", "message": "Parameter [dateFrom] is invalid"}',
+                      lambda t: t)
+    assert not isinstance(other, SyncTokenInvalid)

@@ -40,6 +40,14 @@ class FakeClient:
     fail_after_pages: int | None = None
     page_delay: float = 0.0
     pages_served: int = 0
+    content_type: str = "audio/mpeg"  # the account's recording format (readCallRecording)
+    metadata_reads: list[str] = field(default_factory=list)
+
+    async def recording_info(self, recording_id: str, *, priority: PriorityLike = Priority.INTERACTIVE
+                             ) -> dict[str, Any]:
+        self.metadata_reads.append(recording_id)
+        await trio.sleep(0)
+        return {"id": recording_id, "contentType": self.content_type, "duration": 60}
 
     def add(self, record: dict[str, Any]) -> None:
         self.records = [r for r in self.records if r["id"] != record["id"]] + [record]

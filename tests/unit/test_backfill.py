@@ -202,3 +202,40 @@ async def test_days_are_counted_in_the_mount_zone(index: Index, zone: str) -> No
 
 def test_page_limit_is_sane() -> None:
     assert 4 <= MAX_PAGES_PER_WINDOW <= 50
+
+
+async def test_a_wav_account_is_learned_before_anything_is_named(tmp_path: Path) -> None:
+    from rcfs.naming import file_name
+
+    client = FakeClient(records=history(5), page_size=250, content_type="audio/wav")
+    index = Index(tmp_path / "i.sqlite")
+    try:
+        bf = backfill(client, index)
+        await bf.prefill()
+        assert client.metadata_reads == ["R0"]  # one Heavy request: the newest recording
+        assert index.default_content_type == "audio/wav"
+        r0 = index.get_recording("R0")
+        assert r0 is not None and file_name(r0.recording, UTC_ZONE).endswith(".wav")
+        assert r0.size == 44 + r0.recording.duration * 16_000  # WAV, not 32 kbit/s
+        index.upsert_records([rec(50, NOW - timedelta(minutes=5))])  # new ones too
+        r50 = index.get_recording("R50")
+        assert r50 is not None and file_name(r50.recording, UTC_ZONE).endswith(".wav")
+    finally:
+        index.close()
+    index = Index(tmp_path / "i.sqlite")  # a remount within a week asks nothing
+    try:
+        assert index.default_content_type == "audio/wav"
+        await backfill(client, index).prefill()
+        assert client.metadata_reads == ["R0"]
+    finally:
+        index.close()
+
+
+async def test_an_mp3_account_keeps_mp3_names(index: Index) -> None:
+    from rcfs.naming import file_name
+
+    client = FakeClient(records=history(3), page_size=250)
+    await backfill(client, index).prefill()
+    r0 = index.get_recording("R0")
+    assert r0 is not None and file_name(r0.recording, UTC_ZONE).endswith(".mp3")
+    assert r0.size == r0.recording.duration * 4000
