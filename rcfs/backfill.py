@@ -165,20 +165,41 @@ class Backfill:
     # -- phases ------------------------------------------------------------------
 
     async def prefill(
-        self, seconds: float = PREFILL_SECONDS, progress: Callable[[str], None] | None = None
-    ) -> None:
+        self, seconds: float = PREFILL_SECONDS, progress: Callable[[str], None] | None = None,
+        *, tolerate_failure: bool = False,
+    ) -> bool:
         """Before serving: a sync token, then the newest part of the window for up to `seconds`.
 
         Raises what the first request raises (bad credentials, no network): a
-        mount that cannot read anything says so at once.
+        mount that cannot read anything says so at once. With `tolerate_failure`
+        (the index holds what an earlier mount read), a temporary failure (no
+        network, 5xx, 429 after the retries) is logged and kept in `error`
+        instead, the overlap forgotten for re-reading is marked indexed again
+        (its records are still there: the tree keeps listing those days), and
+        False is returned: the mount serves the index and `run` tries again.
         """
-        first_new = self._index.max_rowid() + 1
+        forget: tuple[int, int] | None = None
         top = self._index.coverage.top()
         if top is not None and top > self.lo:
             # A remount: what reached the call log late is read again.
             forget = (max(self.lo, min(top, self.hi) - self._overlap_ms), top)
             await trio.to_thread.run_sync(self._index.remove_coverage, *forget)
         self._mark_start()
+        try:
+            await self._prefill(seconds, progress)
+        except TemporaryFailure as exc:
+            if not tolerate_failure:
+                raise
+            if forget is not None:
+                await trio.to_thread.run_sync(self._index.add_coverage, *forget)
+            self.error = f"indexing the call log failed: {exc}"
+            log.warning("%s; serving the index of the last mount, trying again in the background",
+                        self.error)
+            return False
+        return True
+
+    async def _prefill(self, seconds: float, progress: Callable[[str], None] | None) -> None:
+        first_new = self._index.max_rowid() + 1
         await take_sync_token(self._client, self._index, self._now)
         deadline = trio.current_time() + seconds
         with trio.move_on_at(deadline + 10 * seconds):  # a page that never comes

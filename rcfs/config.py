@@ -2,17 +2,21 @@
 
 Owns: reading RingCentral credentials from the environment or
 `$XDG_CONFIG_HOME/rcfs/config.toml`, deriving the media host, fencing the
-emulator's fake credentials away from real servers, and the private
-state/cache/config directories. It performs no network I/O and never logs or
-formats a secret.
+emulator's fake credentials away from real servers, the private
+state/cache/config directories (under $HOME from the password database when
+HOME is unset, as under systemd), and which account a credential set logged in
+to last (`remember_account`, for a mount that starts without the network). It
+performs no network I/O and never logs or formats a secret.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 import os
+import pwd
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -103,10 +107,23 @@ class Credentials:
             )
 
 
-def config_dir(env: Mapping[str, str] | None = None) -> Path:
+def _home(env: Mapping[str, str]) -> Path:
+    """$HOME, or the password database's home when HOME is unset, empty or relative
+    (systemd starts services without HOME unless User= is set)."""
+    home = env.get("HOME", "")
+    return Path(home) if os.path.isabs(home) else Path(pwd.getpwuid(os.getuid()).pw_dir)
+
+
+def _xdg(name: str, default: str, env: Mapping[str, str] | None = None) -> Path:
+    """An XDG base directory: the variable if it is an absolute path (the XDG spec
+    ignores relative ones), else `default` under the home directory."""
     env = os.environ if env is None else env
-    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "rcfs"
+    value = env.get(name, "")
+    return Path(value) if os.path.isabs(value) else _home(env) / default
+
+
+def config_dir(env: Mapping[str, str] | None = None) -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config", env) / "rcfs"
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -130,13 +147,47 @@ def ensure_private_dir(path: Path) -> Path:
 
 
 def state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return ensure_private_dir(Path(base) / "rcfs")
+    return ensure_private_dir(_xdg("XDG_STATE_HOME", ".local/state") / "rcfs")
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return ensure_private_dir(Path(base) / "rcfs")
+    return ensure_private_dir(_xdg("XDG_CACHE_HOME", ".cache") / "rcfs")
+
+
+# The account id each credential set logged in to, so that a mount can find its
+# account's state and cache directories without the network (an offline start).
+_KNOWN_ACCOUNTS = "account-ids"
+
+
+def remembered_account(state: Path, fingerprint: str) -> str | None:
+    """The account id last seen with the credentials of `fingerprint`, if recorded."""
+    try:
+        with open(state / _KNOWN_ACCOUNTS / f"{fingerprint}.json", "rb") as f:
+            data = json.loads(f.read(4096))
+    except (OSError, ValueError):
+        return None
+    account = data.get("account") if isinstance(data, dict) else None
+    return account if isinstance(account, str) and account else None
+
+
+def remember_account(state: Path, fingerprint: str, account: str) -> None:
+    """Record that the credentials of `fingerprint` belong to `account` (0600, atomic).
+
+    The fingerprint is a one-way hash of the credentials; the file holds no secret."""
+    if remembered_account(state, fingerprint) == account:
+        return
+    folder = ensure_private_dir(state / _KNOWN_ACCOUNTS)
+    path = folder / f"{fingerprint}.json"
+    tmp = folder / f".{fingerprint}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"account": account}, f)
+        os.replace(tmp, path)
+    except OSError as exc:  # the next mount needs the network to find its index: no more
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        log.warning("cannot record the account id in %s: %s", path, exc.strerror)
 
 
 def _read_config_file(path: Path) -> dict[str, str]:

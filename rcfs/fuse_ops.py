@@ -27,7 +27,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 import pyfuse3
 import trio
 
-from rcfs.content import ContentManager, ContentRef
+from rcfs.content import BACKGROUND, INTERACTIVE, ContentManager, ContentRef
 from rcfs.errors import (
     AuthError,
     BadResponse,
@@ -37,6 +37,7 @@ from rcfs.errors import (
     RcfsError,
     TemporaryFailure,
 )
+from rcfs.previews import PreviewGuard, thread_group
 from rcfs.status import ErrorLog
 from rcfs.vfs import Node, Vfs
 
@@ -196,12 +197,14 @@ class Operations(pyfuse3.Operations):
     def __init__(
         self, vfs: Vfs, content: ContentManager, errors: ErrorLog,
         index: OnDemandIndex | None = None,
+        previews: PreviewGuard | None = None,
     ) -> None:
         super().__init__()
         self.vfs = vfs
         self.content = content
         self.errors = errors
         self.index = index
+        self.previews = previews
         self._handles = itertools.count(1)
         self._dirs: dict[int, list[tuple[bytes, Node]]] = {}
         self._files: dict[int, _OpenFile] = {}
@@ -280,7 +283,9 @@ class Operations(pyfuse3.Operations):
     @_handler
     async def opendir(self, inode: pyfuse3.InodeT, ctx: pyfuse3.RequestContext) -> pyfuse3.FileHandleT:
         await self._indexed(inode)
-        entries = [(os.fsencode(name), node) for name, node in self.vfs.readdir(inode)]
+        # "." and ".." first, as every file system lists them (`ls -a`).
+        dots = [(b".", self.vfs.getattr(inode)), (b"..", self.vfs.getattr(self.vfs.parent(inode)))]
+        entries = dots + [(os.fsencode(name), node) for name, node in self.vfs.readdir(inode)]
         fh = next(self._handles)
         self._dirs[fh] = entries
         return pyfuse3.FileHandleT(fh)
@@ -292,7 +297,8 @@ class Operations(pyfuse3.Operations):
             name, node = entries[pos]
             if not pyfuse3.readdir_reply(token, pyfuse3.FileNameT(name), self._attrs(node), pos + 1):
                 return
-            self._remember(node.ino)
+            if name not in (b".", b".."):  # the kernel does not count a lookup for those
+                self._remember(node.ino)
 
     async def releasedir(self, fh: pyfuse3.FileHandleT) -> None:
         self._dirs.pop(fh, None)
@@ -314,7 +320,17 @@ class Operations(pyfuse3.Operations):
             self._files[fh] = _OpenFile(inode, data=self.vfs.read_small(inode))
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         rec = self.vfs.recording(inode)
-        info = await self.content.open(ContentRef.of(rec))
+        rid = rec.recording_id
+        preview: tuple[int, int] | None = None  # (process, day) of an uncached open
+        priority = INTERACTIVE
+        if (self.previews is not None and not self.content.is_cached(rid)
+                and not self.content.in_flight(rid)):
+            preview = (thread_group(ctx.pid), self.vfs.entry_of(rec)[0])
+            verdict = self.previews.decide(*preview)
+            if verdict == "refuse":  # a file manager's previews: no Heavy request
+                raise pyfuse3.FUSEError(errno.EAGAIN)
+            priority = BACKGROUND if verdict == "background" else INTERACTIVE
+        info = await self.content.open(ContentRef.of(rec), priority)
         if not rec.size_exact or inode in self._estimates_shown:
             # The kernel may hold an estimated size (the download, or a
             # prefetch since, learned the exact one): drop its cached
@@ -323,6 +339,8 @@ class Operations(pyfuse3.Operations):
             self._estimates_shown.discard(inode)
             pyfuse3.invalidate_inode(inode, attr_only=True)
         self._files[fh] = _OpenFile(inode, recording_id=rec.recording_id)
+        if preview is not None and self.previews is not None:
+            self.previews.opened(*preview, fh, info.size)
         # Complete and exact: let the page cache serve re-reads (keep_cache).
         return pyfuse3.FileInfo(fh=fh, keep_cache=bool(info.complete))
 
@@ -331,12 +349,17 @@ class Operations(pyfuse3.Operations):
         f = self._files[fh]
         if f.recording_id is None:
             return f.data[off : off + size]
-        return await self.content.read(f.recording_id, off, size)
+        data = await self.content.read(f.recording_id, off, size)
+        if self.previews is not None:
+            self.previews.read(fh, off + len(data))
+        return data
 
     async def release(self, fh: pyfuse3.FileHandleT) -> None:
         f = self._files.pop(fh, None)
         if f is not None and f.recording_id is not None:
             self.content.release(f.recording_id)
+            if self.previews is not None:
+                self.previews.released(fh)
 
     # -- extended attributes ---------------------------------------------
 

@@ -74,12 +74,18 @@ def _api(st: Mapping[str, Any], operations: Mapping[tuple[str, str], int]) -> It
                                  "4xx other than 429, 5xx), by rate-limit group", labels=["group"])
     received = CounterMetricFamily("rcfs_response_bytes", "bytes received, by rate-limit group",
                                    labels=["group"])
+    waits = CounterMetricFamily("rcfs_rate_limit_waits", "requests that waited a second or more "
+                                "for a rate-limit slot", labels=["group"])
+    waited = CounterMetricFamily("rcfs_rate_limit_wait_seconds", "seconds those requests waited",
+                                 labels=["group"])
     for group, r in sorted(requests.items()):
         sent.add_metric([group], r.get("sent", 0))
         throttled.add_metric([group], r.get("throttled_429", 0))
         errors.add_metric([group], r.get("errors", 0))
         received.add_metric([group], r.get("bytes", 0))
-    yield from (sent, throttled, errors, received)
+        waits.add_metric([group], r.get("waits", 0))
+        waited.add_metric([group], r.get("waited_s", 0))
+    yield from (sent, throttled, errors, received, waits, waited)
     by_op = CounterMetricFamily("rcfs_operation_requests", "API requests sent, by rate-limit "
                                 "group and operation (operationId)", labels=["group", "operation"])
     for (group, op), n in sorted(operations.items()):

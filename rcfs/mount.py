@@ -14,7 +14,19 @@ is indexed (`Backfill.prefill`, a couple of seconds at most). The lifecycle is
 error path, followed by a lazy unmount so no dead mount is left behind.
 
 The daemon reports readiness through `Notifier`: the foreground CLI prints it,
-the daemonizing parent reads it from a pipe (see `cli.py`).
+the daemonizing parent reads it from a pipe (see `cli/commands.py`), and a
+systemd `Type=notify` unit hears it through sd_notify (`sdnotify.py`): STATUS=
+lines while indexing, READY=1, a STATUS= line every `NOTIFY_STATUS_SECONDS`
+while the index or the archive progresses, STOPPING=1 at unmount. Ready means
+listable: once mounted, the daemon lists its own root through the kernel
+(`_announce`) and only then says so, so mount(8), a daemonizing `rcfs mount`
+and systemd return to a tree that answers.
+
+Without the network at start, a mount that has an index of an earlier mount
+serves it offline and reconnects in the background (`connection.py`); a
+plain `umount` ends the daemon as `rcfs umount` does (the FUSE main loop ends,
+the daemon unregisters and exits 0). Under an x-systemd.automount unit the
+mountpoint is an autofs trigger, which is mounted over, never listed.
 """
 
 from __future__ import annotations
@@ -39,19 +51,23 @@ import trio
 
 from rcfs import mountlock
 from rcfs.api import RingCentralClient, default_token_path
-from rcfs.archive import Archiver
+from rcfs.archive import Archiver, summary_line
 from rcfs.backfill import Backfill
 from rcfs.config import Credentials, cache_root, ensure_private_dir, state_dir
+from rcfs.connection import Link, OfflineAware, log_in
 from rcfs.content import ContentManager, ContentRef
 from rcfs.control import ControlServer, Handler, remove_stale, socket_path
-from rcfs.errors import ConfigError
+from rcfs.errors import ConfigError, RcfsError
 from rcfs.freshness import Freshness
 from rcfs.fuse_ops import DeferredInvalidation, Operations
 from rcfs.index import Index, UpsertResult
 from rcfs.metrics import StatusCollector, serve_metrics
 from rcfs.prefetch import Prefetcher
-from rcfs.registry import real_mountpoint, register, unregister
+from rcfs.previews import PreviewGuard
+from rcfs.registry import FSTYPE, mount_at, real_mountpoint, register, unregister
+from rcfs.sdnotify import SdNotify
 from rcfs.status import ErrorLog, status_document
+from rcfs.units import fmt_duration
 from rcfs.vfs import Vfs
 
 log = logging.getLogger(__name__)
@@ -74,14 +90,21 @@ class MountOptions:
     archive: bool = False
     retention_days: float = 90.0
     metrics: tuple[str, int] | None = None  # serve Prometheus metrics on (host, port)
+    cache_min_free: int | float = 0.05  # bytes, or a share of the cache's disk
 
 
 class Notifier:
-    """Where progress and readiness go: stderr in the foreground, a pipe when daemonized."""
+    """Where progress and readiness go: stderr in the foreground, a pipe when daemonized,
+    and systemd (sd_notify: READY=1, STATUS=, STOPPING=1) when it runs the foreground
+    process as a Type=notify service."""
 
-    def __init__(self, fd: int | None = None, *, verbose: bool = True) -> None:
+    def __init__(
+        self, fd: int | None = None, *, verbose: bool = True, systemd: SdNotify | None = None,
+    ) -> None:
         self._fd = fd
         self._verbose = verbose
+        self._systemd = systemd
+        self._stopping = False
 
     def _send(self, line: str) -> None:
         if self._fd is not None:
@@ -94,14 +117,32 @@ class Notifier:
 
     def progress(self, text: str) -> None:
         self._send("progress " + text)
+        self.status(text)
+
+    def status(self, text: str) -> None:
+        """A status line for the service manager only (`systemctl status` shows it)."""
+        if self._systemd is not None:
+            self._systemd.send(STATUS=text)
 
     def ready(self, text: str) -> None:
         self._send("ready " + text)
         self._close()
+        if self._systemd is not None:
+            self._systemd.send(READY=1, STATUS=text)
+
+    @property
+    def speaks_systemd(self) -> bool:
+        return self._systemd is not None
+
+    def stopping(self) -> None:
+        if self._systemd is not None and not self._stopping:
+            self._stopping = True
+            self._systemd.send(STOPPING=1, STATUS="unmounting")
 
     def failed(self, reason: str) -> None:
         self._send("error " + reason)
         self._close()
+        self.status(f"failed: {reason}")
 
     def _close(self) -> None:
         if self._fd is not None:
@@ -109,8 +150,18 @@ class Notifier:
             self._fd = None
 
 
+NOTIFY_STATUS_SECONDS = 30.0  # STATUS= to systemd while indexing or archiving
+
+
 def check_mountpoint(path: Path) -> None:
     """Refuse what cannot be mounted on, with a one-line reason."""
+    if not os.path.exists("/dev/fuse"):
+        raise ConfigError("FUSE is unavailable: /dev/fuse is missing (load the fuse module)")
+    if _automount_point(path):
+        # x-systemd.automount: systemd mounts rcfs on top of its autofs trigger, when
+        # something first enters it. Listing the trigger from here would wait for the
+        # very mount being made (stat, and mount(2) itself, do not trigger it).
+        return
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -127,8 +178,12 @@ def check_mountpoint(path: Path) -> None:
         raise ConfigError(f"mountpoint {path} is busy: something is already mounted there")
     if any(path.iterdir()):
         raise ConfigError(f"mountpoint {path} is not empty")
-    if not os.path.exists("/dev/fuse"):
-        raise ConfigError("FUSE is unavailable: /dev/fuse is missing (load the fuse module)")
+
+
+def _automount_point(path: Path) -> bool:
+    """Whether the topmost mount at `path` is an autofs trigger (from mountinfo: no stat)."""
+    entry = mount_at(real_mountpoint(path))
+    return entry is not None and entry.fstype == "autofs"
 
 
 def _account_dir_name(account_id: str) -> str:
@@ -141,9 +196,13 @@ async def serve(opts: MountOptions, creds: Credentials, notifier: Notifier) -> N
     started = datetime.now(UTC)
     root_state = ensure_private_dir(opts.state_dir or state_dir())
     token_path = default_token_path(creds, root_state)
+    link = Link()
     async with RingCentralClient.open(creds, token_path=token_path) as client:
-        await client.login()
-        account = str((await client.account_info()).get("id", "account"))
+        account = await log_in(client, creds, root_state, link, index_of=lambda a: (
+            root_state / "accounts" / _account_dir_name(a) / "index.sqlite"))
+        if not link.online:
+            errors.record(f"offline: {link.error}; serving the index of the last mount and "
+                          "trying again in the background")
         acct_state = ensure_private_dir(root_state / "accounts" / _account_dir_name(account))
         cache_dir = ensure_private_dir(
             opts.cache_dir or cache_root() / _account_dir_name(account)
@@ -162,10 +221,21 @@ async def serve(opts: MountOptions, creds: Credentials, notifier: Notifier) -> N
             try:
                 backfill = Backfill(client, index, since=opts.since, tz=opts.tz,
                                     archive_first=opts.archive)
-                notifier.progress(f"indexing the call log since {opts.since.date().isoformat()}")
-                await backfill.prefill(progress=notifier.progress)
+                if not link.online and not index.coverage:  # e.g. a damaged index, moved aside
+                    raise RcfsError(f"cannot reach RingCentral ({link.error}) and the index of "
+                                    "the last mount is empty: nothing to serve until it answers")
+                if link.online:
+                    notifier.progress(
+                        f"indexing the call log since {opts.since.date().isoformat()}")
+                    if not await backfill.prefill(progress=notifier.progress,
+                                                  tolerate_failure=bool(index.coverage)):
+                        link.lost(backfill.error or "indexing failed")
+                        errors.record(f"{backfill.error}; serving the index of the last mount "
+                                      "and trying again in the background")
+                else:
+                    backfill.error = f"offline: {link.error}"
                 await _serve_tree(opts, client, index, backfill, cache_dir, acct_state, account,
-                                  errors, started, notifier)
+                                  errors, started, notifier, link)
             finally:
                 index.close()
 
@@ -181,6 +251,7 @@ async def _serve_tree(
     errors: ErrorLog,
     started: datetime,
     notifier: Notifier,
+    link: Link,
 ) -> None:
     content: ContentManager | None = None
     fresh: Freshness | None = None
@@ -189,6 +260,7 @@ async def _serve_tree(
     control_path = socket_path(acct_state)
 
     metrics_url: str | None = None
+    previews = PreviewGuard()  # file managers' previews (previews.py)
 
     def status_doc() -> dict[str, Any]:
         sections: dict[str, Callable[[], Any]] = {
@@ -204,6 +276,8 @@ async def _serve_tree(
             "prefetch": lambda: prefetcher.snapshot() if prefetcher else None,
             "errors": errors.snapshot,
             "metrics": lambda: {"url": metrics_url},
+            "previews": previews.snapshot,
+            "connection": link.snapshot,
         }
         return status_document(
             sections, [client.snapshot, lambda: content.snapshot() if content else {}])
@@ -245,6 +319,7 @@ async def _serve_tree(
     kernel = DeferredInvalidation()
 
     async def on_page(result: UpsertResult) -> None:
+        link.reached()
         if result.changed_starts_ms:
             kernel.submit(vfs.invalidate(result.changed_starts_ms))
         if result.added_recordings:
@@ -272,6 +347,7 @@ async def _serve_tree(
             on_stored=on_stored,
             on_finished=on_finished,
             on_damaged=on_damaged,
+            min_free=opts.cache_min_free,
         )
         fresh = Freshness(client=client, index=index, vfs=vfs, content=content, errors=errors,
                           keep_deleted=opts.keep_deleted, poll_interval=opts.poll_interval,
@@ -279,7 +355,8 @@ async def _serve_tree(
         prefetcher = Prefetcher(index, content)
         archiver = Archiver(index, content, errors, enabled=opts.archive,
                             retention_days=opts.retention_days, budget_per_min=heavy_per_min)
-        ops = Operations(vfs, content, errors, index=backfill)
+        ops = Operations(vfs, content, errors, index=OfflineAware(backfill, link),
+                         previews=previews)
         mounted_at = real_mountpoint(opts.mountpoint)  # now: once mounted, it would stat our own root
         if opts.metrics is not None:  # before mounting: a bad address fails the mount at once
             collector = StatusCollector(status_doc, fuse=ops.counters,
@@ -292,28 +369,33 @@ async def _serve_tree(
         clean = False
         record: Path | None = None
         try:
-            nursery.start_soon(_watch_signals, fresh, content)
+            nursery.start_soon(_watch_signals, fresh, content, notifier)
             await nursery.start(kernel.run)
             backfill.on_page, backfill.on_complete = on_page, on_indexed
             await nursery.start(backfill.run)
             await nursery.start(archiver.run)
             await nursery.start(fresh.run)
             await nursery.start(prefetcher.run)
+            if not link.online:
+                await nursery.start(link.reconnect, client, errors,
+                                    functools.partial(_back_online, fresh, backfill))
             remove_stale(acct_state)
-            commands = _commands(fresh, prefetcher, status, content, index)
+            commands = _commands(fresh, prefetcher, status, content, index, link)
             await nursery.start(ControlServer(control_path, commands).run)
-            progress = backfill.snapshot()
-            indexed = ("" if progress["complete"] else
-                       f" ({progress['days_indexed']} of {progress['days_total']} days indexed; "
-                       "the rest follows in the background)")
             # rcfs umount signals only the daemon recorded here (registry.py), never a pid
             # read from a file in the mount.
             record = await trio.to_thread.run_sync(register, opts.state_dir or state_dir(), mounted_at)
-            notifier.ready(f"serving {index.stats().get('recordings', 0)} recordings at "
-                           f"{opts.mountpoint}{indexed}")
+
+            def summary() -> str:
+                archive = archiver.snapshot() if archiver is not None else {}
+                return _summary(index.stats(), backfill.snapshot(), archive, link)
+
+            nursery.start_soon(_announce, opts.mountpoint, notifier, summary)
             await pyfuse3.main()
             clean = True
+            log.info("%s was unmounted", opts.mountpoint)
         finally:
+            notifier.stopping()
             unregister(record)
             nursery.cancel_scope.cancel()
             with trio.CancelScope(shield=True):
@@ -321,6 +403,62 @@ async def _serve_tree(
             pyfuse3.close(unmount=clean)
             if not clean:
                 lazy_unmount(opts.mountpoint)
+
+
+async def _announce(mountpoint: Path, notifier: Notifier, summary: Callable[[], str]) -> None:
+    """Say the mount is ready once its tree answers; then keep systemd's STATUS current."""
+    # Ready (to systemd, to a daemonizing parent, to mount(8)) only once the tree is
+    # listable: list its root through the kernel as any client would, answered by
+    # the FUSE main loop that runs beside this task.
+    try:
+        await trio.to_thread.run_sync(os.listdir, mountpoint, abandon_on_cancel=True)
+    except OSError as exc:
+        log.warning("listing %s once mounted failed: %s", mountpoint, exc.strerror)
+
+    def line() -> str:
+        try:
+            return summary()
+        except Exception as exc:  # e.g. a damaged index: the mount goes on all the same
+            log.debug("no status line: %r", exc)
+            return "serving"
+
+    last = line()
+    notifier.ready(f"mounted {mountpoint}: {last}")
+    if not notifier.speaks_systemd:
+        return
+    while True:
+        await trio.sleep(NOTIFY_STATUS_SECONDS)
+        text = line()
+        if text != last:
+            notifier.status(text)
+            last = text
+
+
+def _summary(stats: dict[str, Any], progress: dict[str, Any], archive: dict[str, Any],
+             link: Link) -> str:
+    """One line for systemd's STATUS=: what is served, offline or not, index and archive."""
+    parts = [f"serving {stats.get('recordings', 0)} recordings"]
+    if not link.online:
+        parts.append(f"offline, retrying: {link.error}")
+    if progress.get("complete"):
+        parts.append("call log indexed")
+    else:
+        eta = progress.get("eta_s")
+        parts.append(f"indexed {progress.get('days_indexed', 0)} of "
+                     f"{progress.get('days_total', 0)} days"
+                     + (f", about {fmt_duration(eta)} left" if eta else ""))
+    if archive.get("enabled"):
+        parts.append("archive: " + summary_line(archive))
+    return "; ".join(parts)
+
+
+def _back_online(fresh: Freshness, backfill: Backfill, reconnected: bool) -> None:
+    """After an offline start: look for what is new at once, unless a refresh just did
+    (the background indexing retries on its own schedule and clears its own error)."""
+    if backfill.error is not None and backfill.error.startswith("offline:"):
+        backfill.error = None
+    if reconnected:
+        fresh.request()
 
 
 async def _start_metrics(
@@ -350,12 +488,14 @@ def _os_error(exc: BaseException) -> OSError | None:
 
 def _commands(
     fresh: Freshness, prefetcher: Prefetcher, status: Callable[[], bytes],
-    content: ContentManager, index: Index,
+    content: ContentManager, index: Index, link: Link,
 ) -> dict[str, Handler]:
     """The control socket's commands (see control.py for the protocol)."""
 
     async def refresh(msg: dict[str, Any]) -> dict[str, Any]:
-        return await fresh.refresh()
+        result = await fresh.refresh()
+        link.reached()
+        return result
 
     async def prefetch(msg: dict[str, Any]) -> dict[str, Any]:
         since, until = _time_arg(msg, "since"), _time_arg(msg, "until")
@@ -389,7 +529,7 @@ def _time_arg(msg: dict[str, Any], key: str) -> datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-async def _watch_signals(fresh: Freshness, content: ContentManager) -> None:
+async def _watch_signals(fresh: Freshness, content: ContentManager, notifier: Notifier) -> None:
     unmounting = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
         async for signum in signals:
@@ -401,6 +541,7 @@ async def _watch_signals(fresh: Freshness, content: ContentManager) -> None:
                 continue
             unmounting = True
             log.info("received %s: unmounting", signal.Signals(signum).name)
+            notifier.stopping()
             pyfuse3.terminate()
             # pyfuse3.main() returns only when every handler has; closing the
             # content manager fails the reads still waiting for a download.
@@ -410,15 +551,23 @@ async def _watch_signals(fresh: Freshness, content: ContentManager) -> None:
 
 
 def lazy_unmount(mountpoint: Path) -> bool:
-    """Detach a (possibly dead) FUSE mount; True if it is gone afterwards."""
+    """Detach a (possibly dead) rcfs mount; True if it is gone afterwards.
+
+    Only while the topmost mount there is rcfs's: under an x-systemd.automount
+    mount lies systemd's autofs trigger, which must stay."""
     for cmd in (["fusermount3", "-u", "-z", str(mountpoint)], ["umount", "-l", str(mountpoint)]):
+        if not _rcfs_mounted(mountpoint):
+            return True
         try:
             subprocess.run(cmd, check=False, capture_output=True, timeout=15)
         except (OSError, subprocess.TimeoutExpired):
             continue
-        if not is_mounted(mountpoint):
-            return True
-    return not is_mounted(mountpoint)
+    return not _rcfs_mounted(mountpoint)
+
+
+def _rcfs_mounted(mountpoint: Path) -> bool:
+    entry = mount_at(real_mountpoint(mountpoint))
+    return entry is not None and entry.fstype == FSTYPE
 
 
 def is_mounted(mountpoint: Path) -> bool:

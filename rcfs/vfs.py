@@ -234,6 +234,17 @@ class Vfs:
             return [(name, listing.nodes[name]) for name in listing.names]
         raise NotFound(f"inode {ino} is not a directory")
 
+    def parent(self, ino: int) -> int:
+        """The directory above directory `ino` (the root is its own parent)."""
+        kind, key = self._decode(ino)
+        if kind == "year" or kind == "ctl":
+            return ROOT_INO
+        if kind == "month":
+            return dir_ino(key[0])
+        if kind == "day":
+            return dir_ino(key[0], key[1])
+        return ROOT_INO
+
     def day_range(self, ino: int, name: str | None = None) -> tuple[int, int] | None:
         """The span (epoch ms, [lo, hi)) whose call log a lookup of `name` in directory
         `ino` (or, without a name, a listing of `ino`) needs indexed: that of the day

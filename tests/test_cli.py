@@ -109,3 +109,13 @@ def test_interrupts_are_recognised_inside_exception_groups() -> None:
     assert is_interrupt(BaseExceptionGroup("n", [BaseExceptionGroup("m", [KeyboardInterrupt()])]))
     assert not is_interrupt(BaseExceptionGroup("n", [KeyboardInterrupt(), ValueError("bug")]))
     assert not is_interrupt(ValueError("bug"))
+
+
+def test_status_times_are_local_to_the_second_with_an_age() -> None:
+    from rcfs.cli.display import when
+
+    now = 1_796_083_200.0  # 2026-12-01T00:00:00Z
+    text = when("2026-11-30T23:57:00.123456+00:00", now=now)
+    assert text.endswith("(3 min ago)") and "." not in text.split(" (")[0]
+    assert when(now + 7200, now=now).endswith("(in 2.0 h)")
+    assert when(None) == "-" and when("not a time") == "not a time"

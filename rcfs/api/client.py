@@ -194,7 +194,10 @@ class RingCentralClient:
         return resp
 
     async def _fail(self, op: str, resp: httpx.Response) -> None:
-        body = await resp.aread()
+        try:
+            body = await resp.aread()
+        except httpx.TransportError:  # the error body broke off: the status still says it
+            body = b""
         await resp.aclose()
         group = self._limiter.group_for(op).name
         raise error_for(op, resp.status_code, resp.headers, body, self._auth.redact, group)
@@ -290,7 +293,10 @@ class RingCentralClient:
                 continue
             if 200 <= resp.status_code < 300:
                 return resp
-            body = await resp.aread()
+            try:
+                body = await resp.aread()
+            except httpx.TransportError:
+                body = b""
             await resp.aclose()
             raise error_for(op, resp.status_code, resp.headers, body, self._auth.redact)
 

@@ -73,12 +73,16 @@ class Priority(enum.IntEnum):
 
 # While BACKGROUND and BULK requests both wait, one admission in this many goes to BULK.
 BULK_SHARE_EVERY = 4
+# A reader's request that must wait this long for its slot is logged (once) and counted.
+WAIT_NOTICE = 1.0
 
 
 @dataclass(eq=False)
 class _Waiter:
     priority: Priority
     event: trio.Event = field(default_factory=trio.Event)
+    op: str = ""
+    since: float = 0.0  # trio time it queued at
 
 
 class Urgency:
@@ -144,6 +148,8 @@ class GroupLimiter:
         self.throttled_429 = 0
         self.errors = 0
         self.bytes = 0
+        self.waits = 0  # requests that waited WAIT_NOTICE or more for a slot
+        self.waited = 0.0  # seconds they waited in all
         self._probed = False
         self._log: list[float] = []  # send times, ascending
         self._latencies: deque[float] = deque(maxlen=self.LATENCY_SAMPLES)
@@ -217,10 +223,13 @@ class GroupLimiter:
 
     async def acquire(self, priority: PriorityLike, op: str = "") -> Ticket:
         urgency = priority if isinstance(priority, Urgency) else None
-        waiter = _Waiter(priority.priority if isinstance(priority, Urgency) else Priority(priority))
+        queued_at = trio.current_time()
+        waiter = _Waiter(priority.priority if isinstance(priority, Urgency) else Priority(priority),
+                         op=op, since=queued_at)
         self._queues[waiter.priority].append(waiter)
         if urgency is not None:
             urgency._waiting.append((self, waiter))
+        told = False
         try:
             while True:
                 now = trio.current_time()
@@ -233,8 +242,17 @@ class GroupLimiter:
                         bisect.insort(self._log, now)
                         self.in_flight += 1
                         self.sent += 1
+                        if now - queued_at >= WAIT_NOTICE:
+                            self.waits += 1
+                            self.waited += now - queued_at
                         self._wake_head()
                         return Ticket(self, now, op)
+                    if not told and waiter.priority is Priority.INTERACTIVE and t - now >= WAIT_NOTICE:
+                        told = True
+                        log.info("%s waits %.0f s for a %s rate-limit slot (%d a %g s window%s)",
+                                 op or "a request", t - now if math.isfinite(t) else self.window,
+                                 self.name, self.limit, self.window,
+                                 ", paused after a 429" if self.paused_until > now else "")
                     waiter.event = trio.Event()
                     with trio.move_on_at(t):
                         await waiter.event.wait()
@@ -359,14 +377,20 @@ class GroupLimiter:
             "queued": self.queued,
             "queued_by_priority": {p.name.lower(): len(q) for p, q in self._queues.items()},
             "in_flight": self.in_flight,
+            # Where the waiting readers stand: their place in the queue, and since when.
+            "interactive_waiting": [
+                {"position": i + 1, "op": w.op, "waiting_s": round(now - w.since, 1)}
+                for i, w in enumerate(list(self._queues[Priority.INTERACTIVE])[:10])],
         }
 
-    def counters(self) -> dict[str, int]:
+    def counters(self) -> dict[str, float]:
         return {
             "sent": self.sent,
             "throttled_429": self.throttled_429,
             "errors": self.errors,
             "bytes": self.bytes,
+            "waits": self.waits,
+            "waited_s": round(self.waited, 3),
         }
 
 
@@ -458,7 +482,7 @@ class RateLimiter:
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return {g.name: g.snapshot() for g in self._groups.values()}
 
-    def counters(self) -> dict[str, dict[str, int]]:
+    def counters(self) -> dict[str, dict[str, float]]:
         return {g.name: g.counters() for g in self._groups.values()}
 
     def operation_counts(self) -> dict[tuple[str, str], int]:

@@ -3,8 +3,8 @@
 Every failure a user can cause (bad option, missing credentials, busy
 mountpoint, refused login) ends as one line on stderr and a non-zero exit,
 never a traceback. Modules: `options` (the grammar), `logs` (logging set-up),
-`display` (status rendering), `commands` (what each subcommand does, and
-`main`).
+`display` (status rendering), `fstab` (mount(8)'s helper call, `-o` keys),
+`commands` (what each subcommand does, and `main`).
 """
 
 from __future__ import annotations

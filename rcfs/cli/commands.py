@@ -3,7 +3,9 @@
 `rcfs mount` without `--foreground` starts the daemon as a
 detached child (`python -m rcfs mount --foreground --ready-fd N`) and waits
 on a pipe until it serves the tree or says why it cannot; forking a running
-trio process is not safe, so the child is a fresh interpreter.
+trio process is not safe, so the child is a fresh interpreter. `main` also
+answers mount(8)'s helper call, `rcfs SOURCE MOUNTPOINT -o OPTIONS`, by
+translating it into `rcfs mount` (`fstab.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import trio
 
+from rcfs.cli import fstab
 from rcfs.cli.display import fmt_bytes, format_status, progress_bar
 from rcfs.cli.logs import setup_logging
 from rcfs.cli.options import EXIT_FAIL, EXIT_OK, build_parser, local_zone
@@ -45,6 +48,7 @@ def _mount_options(args: argparse.Namespace) -> Any:
         archive=args.archive,
         retention_days=args.retention,
         metrics=args.metrics,
+        cache_min_free=args.cache_min_free,
         allow_other=args.allow_other,
         uid=os.getuid() if args.uid is None else args.uid,
         gid=os.getgid() if args.gid is None else args.gid,
@@ -58,7 +62,9 @@ def cmd_mount(args: argparse.Namespace, argv: list[str]) -> int:
 
     opts = _mount_options(args)
     check_mountpoint(opts.mountpoint)
-    creds = load_credentials()
+    if args.config is not None and not args.config.is_file():
+        raise ConfigError(f"the config file {args.config} does not exist (config=, --config)")
+    creds = load_credentials(config_file=args.config)
     if not args.foreground:
         return _daemonize(argv, args)
     log_file = args.log_file
@@ -78,8 +84,11 @@ def cmd_mount(args: argparse.Namespace, argv: list[str]) -> int:
 def _run_mount(opts: Any, creds: Any, ready_fd: int | None) -> int:
 
     from rcfs.mount import Notifier, serve
+    from rcfs.sdnotify import SdNotify
 
-    notifier = Notifier(ready_fd)
+    # systemd's Type=notify speaks to the foreground process (the daemon child of a
+    # daemonizing `rcfs mount` is not the unit's main process: its parent notifies).
+    notifier = Notifier(ready_fd, systemd=SdNotify.from_env() if ready_fd is None else None)
     try:
         trio.run(serve, opts, creds, notifier)
         _ignore_late_interrupts()
@@ -131,10 +140,16 @@ def _domain_error(exc: BaseException) -> RcfsError | None:
 
 def _daemonize(argv: list[str], args: argparse.Namespace) -> int:
     """Start the daemon as a detached child and wait until it serves or fails."""
+    from rcfs.sdnotify import ENV as NOTIFY_ENV
+    from rcfs.sdnotify import SdNotify
+
     read_fd, write_fd = os.pipe()
     child_argv = [sys.executable, "-m", "rcfs", *argv, "--foreground", "--ready-fd", str(write_fd)]
+    child_env = dict(os.environ)
+    systemd = SdNotify(child_env.pop(NOTIFY_ENV)) if child_env.get(NOTIFY_ENV) else None
     proc = subprocess.Popen(
         child_argv,
+        env=child_env,
         pass_fds=(write_fd,),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -148,6 +163,8 @@ def _daemonize(argv: list[str], args: argparse.Namespace) -> int:
         for line in pipe:
             kind, _, text = line.rstrip("\n").partition(" ")
             if kind == "ready":
+                if systemd is not None:  # a Type=notify unit: the daemon is its main process now
+                    systemd.send(MAINPID=proc.pid, READY=1, STATUS=text)
                 return EXIT_OK
             if kind == "error":
                 print(f"rcfs: {text}", file=sys.stderr)
@@ -366,6 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         from rcfs.emulator import main as emulator_main
 
         return emulator_main(argv[1:])
+    if fstab.is_helper_call(argv):  # mount -t fuse.rcfs: `rcfs SOURCE MOUNTPOINT -o OPTIONS`
+        try:
+            argv = fstab.to_mount_argv(argv)
+        except RcfsError as exc:
+            print(f"rcfs: {exc}", file=sys.stderr)
+            return EXIT_FAIL
     args = build_parser().parse_args(argv)
     try:
         if args.command == "mount":

@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime
 from typing import Any
 
 from rcfs.units import fmt_bytes, fmt_duration
 
 log = logging.getLogger("rcfs")
+
+
+def when(value: Any, now: float | None = None) -> str:
+    """An ISO 8601 time (or epoch seconds) as local time to the second, with its age:
+    `2026-12-03 14:05:10 (3 min ago)`; '-' when absent, as is when unreadable."""
+    if value is None or value == "":
+        return "-"
+    try:
+        ts = float(value) if isinstance(value, int | float) else datetime.fromisoformat(
+            str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return str(value)
+    now = time.time() if now is None else now
+    local = datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    delta = now - ts
+    if abs(delta) < 1:
+        return f"{local} (now)"
+    age = fmt_duration(abs(delta))
+    return f"{local} ({age} ago)" if delta > 0 else f"{local} (in {age})"
 
 
 def progress_bar(done: int, total: int, width: int = 30) -> str:
@@ -20,12 +41,13 @@ def format_status(st: dict[str, Any]) -> str:
     idx, cache, dl = st.get("index", {}), st.get("cache", {}), st.get("downloads", {})
     lines = [
         f"account     {st.get('account', '?')}  (call log: {st.get('call_log_scope', 'company')})",
+        *_connection(st.get("connection") or {}),
         f"index       {idx.get('recordings', 0)} recordings in {idx.get('records', 0)} calls, "
-        f"{idx.get('oldest') or '-'} .. {idx.get('newest') or '-'}",
+        f"{when(idx.get('oldest')).split(' (')[0]} .. {when(idx.get('newest')).split(' (')[0]}",
         *_index_progress(idx.get("progress") or {}),
         f"            {idx.get('deleted', 0)} deleted upstream ({idx.get('deleted_kept', 0)} kept"
         f"{'' if st.get('keep_deleted', True) else ', --no-keep-deleted'}); "
-        f"last sync {idx.get('last_sync') or '-'}",
+        f"last sync {when(idx.get('last_sync'))}",
         f"cache       {fmt_bytes(cache.get('bytes', 0))} of {fmt_bytes(cache.get('limit', 0))}, "
         f"{cache.get('entries', 0)} recordings; {cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses",
         *_archive(st.get("archive") or {}),
@@ -35,7 +57,7 @@ def format_status(st: dict[str, Any]) -> str:
     ref = st.get("refresh") or {}
     if ref:
         last = ref.get("last") or {}
-        summary = (f"last {last.get('time')}: {last.get('new_recordings', 0)} new, "
+        summary = (f"last {when(last.get('time'))}: {last.get('new_recordings', 0)} new, "
                    f"{last.get('deleted', 0)} deleted" if last else "none yet")
         lines.append(f"refresh     every {ref.get('poll_interval', 0):g} s, {ref.get('refreshes', 0)} done"
                      f"{', running' if ref.get('running') else ''}; {summary}")
@@ -49,17 +71,27 @@ def format_status(st: dict[str, Any]) -> str:
     reqs = st.get("requests", {})
     for group, rl in sorted(st.get("rate_limits", {}).items()):
         r = reqs.get(group, {})
-        paused = f", paused until {rl['paused_until']}" if rl.get("paused_until") else ""
+        paused = f", paused until {when(rl['paused_until'])}" if rl.get("paused_until") else ""
         lines.append(
             f"  {group:<8} {rl.get('remaining', '?')}/{rl.get('limit', '?')}"
             f" per {rl.get('window', '?')} s{paused}; "
             f"sent {r.get('sent', 0)}, 429s {r.get('throttled_429', 0)}, errors {r.get('errors', 0)}; "
             f"queued {rl.get('queued', 0)}, in flight {rl.get('in_flight', 0)}"
         )
+        for w in rl.get("interactive_waiting") or []:
+            lines.append(f"           a read waits for its slot: {w.get('op') or 'request'}, "
+                         f"place {w.get('position')} in the queue, for {w.get('waiting_s')} s")
     errs = st.get("errors", [])
     lines.append(f"errors      {len(errs)} recent" + (":" if errs else ""))
-    lines.extend(f"  {e.get('time', '')} {e.get('cause', '')}" for e in errs[-5:])
+    lines.extend(f"  {when(e.get('time'))} {e.get('cause', '')}" for e in errs[-5:])
     return "\n".join(lines)
+
+
+def _connection(c: dict[str, Any]) -> list[str]:
+    if not c or c.get("online", True):
+        return []
+    return [f"connection  OFFLINE since {when(c.get('offline_since'))}, serving the index; "
+            f"next attempt {when(c.get('next_attempt'))}: {c.get('error') or '?'}"]
 
 
 def _index_progress(p: dict[str, Any]) -> list[str]:

@@ -27,6 +27,17 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
 
 
+def parse_free(text: str) -> int | float:
+    """A size (`2G`) or a share of the file system (`5%`, a float fraction)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", text)
+    if m:
+        share = float(m.group(1)) / 100
+        if not 0 <= share < 1:
+            raise argparse.ArgumentTypeError(f"invalid share {text!r} (0% to 99%)")
+        return share
+    return parse_size(text)
+
+
 def parse_since(text: str) -> datetime:
     m = re.fullmatch(r"(\d+)d", text.strip())
     try:
@@ -127,6 +138,9 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
                    help="where downloaded recordings are kept (default: $XDG_CACHE_HOME/rcfs/ACCOUNT)")
     p.add_argument("--cache-size", type=parse_size, default=parse_size("10G"),
                    help="content cache bound, least recently used evicted first (default: 10G)")
+    p.add_argument("--cache-min-free", type=parse_free, default=0.05, metavar="SIZE",
+                   help="evict from the cache early to keep this much of its disk free: a size "
+                        "(2G) or a share (5%%); the archive is never evicted (default: 5%%)")
     p.add_argument("--poll-interval", type=positive_float, default=300.0, metavar="SECONDS",
                    help="how often to look for new calls (default: 300)")
     p.add_argument("--keep-deleted", action=argparse.BooleanOptionalAction, default=True,
@@ -153,6 +167,9 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-file", type=Path, default=None,
                    help="log here (default: stderr in the foreground, "
                         "$XDG_STATE_HOME/rcfs/mount.log as a daemon)")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="read the credentials from FILE (config.toml's format; the environment "
+                        "still wins, key by key; default: $XDG_CONFIG_HOME/rcfs/config.toml)")
     p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
 
 
@@ -164,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("mount", help="mount the account's recordings",
                        description="Mount the account's call recordings, by date, read-only. "
                                    "Credentials come from RC_SERVER_URL, RC_APP_CLIENT_ID, "
-                                   "RC_APP_CLIENT_SECRET, RC_USER_JWT (or config.toml).")
+                                   "RC_APP_CLIENT_SECRET, RC_USER_JWT (or config.toml). "
+                                   "As mount(8)'s helper (fstab, systemd): mount -t fuse.rcfs "
+                                   "rcfs MOUNTPOINT -o since=90d,cache_size=50G,allow_other,... "
+                                   "where every long option below is an -o key.")
     _add_mount_options(p)
 
     p = sub.add_parser("umount", help="unmount (also clears a dead mount)")
@@ -220,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="emulator + mount in one command, in the foreground")
     p.add_argument("mountpoint", type=Path)
-    p.add_argument("--calls", type=int, default=300, help="calls in the demo account (default: 300)")
+    p.add_argument("--calls", type=int, default=300,
+                   help="calls in the demo account's call log, of which about 45%% carry a "
+                        "recording (default: 300, about 130 recordings)")
     p.add_argument("--seed", type=int, default=1, help="seed of the demo account (default: 1)")
     p.add_argument("--tz", type=parse_tz, default=None, help="time zone of the tree")
     p.add_argument("--log-level", default="WARNING", type=str.upper,

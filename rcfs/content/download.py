@@ -146,6 +146,7 @@ class Download:
         self._changed = trio.Event()
         self._headers_seen = False
         self._free_space: Callable[[], int] | None = None
+        self._make_room: Callable[[int], Awaitable[None]] | None = None
 
     # -- waiting (readers) ---------------------------------------------------
 
@@ -201,6 +202,7 @@ class Download:
         on_size: Callable[[str, int], None],
         commit: Callable[[Download], Awaitable[None]],
         free_space: Callable[[], int] | None = None,
+        make_room: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         """Fetch, verify, commit. Never raises except trio.Cancelled from outside.
 
@@ -213,6 +215,7 @@ class Download:
                     fd = await trio.to_thread.run_sync(store.create_partial, self.path)
                     self.fd = SharedFd(fd)
                     self._free_space = free_space
+                    self._make_room = make_room
                     await self._fetch(client, stats, on_size)
                     if self.transient:
                         self.state = State.DONE
@@ -352,6 +355,8 @@ class Download:
         (a reader waits) or refuse (a prefetch or the archive, which want it kept)."""
         if self._free_space is None or self.received or self.transient:
             return
+        if self._make_room is not None:
+            await self._make_room(total)  # evict from the LRU cache first (--cache-min-free)
         free = await trio.to_thread.run_sync(self._free_space)
         if total + FREE_RESERVE <= free:
             return

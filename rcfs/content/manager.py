@@ -233,6 +233,7 @@ class ContentManager:
         on_stored: Callable[[list[str]], None] | None = None,
         on_finished: Callable[[str], None] | None = None,
         on_damaged: Callable[[str, str], None] | None = None,
+        min_free: int | float | None = None,
     ) -> ContentManager:
         """Open (creating, 0700) the cache under `cache_dir`; remove stale partial files.
 
@@ -240,10 +241,12 @@ class ContentManager:
         `on_stored(ids)` when recordings enter the permanent archive store;
         `on_finished(recording_id)` when a download ends, however it ends;
         `on_damaged(recording_id, message)` when cached bytes fail their digest.
+        `min_free` (bytes, or a float share of the disk; default 5%) is kept free
+        on the cache's disk by evicting early from the LRU cache.
         With `permanent` (archive mode) every download is committed to the
         archive store, never to the LRU cache.
         """
-        store = await trio.to_thread.run_sync(Store, Path(cache_dir), size_limit)
+        store = await trio.to_thread.run_sync(Store, Path(cache_dir), size_limit, min_free)
         try:
             cache_stats = await trio.to_thread.run_sync(store.scan)
             archived = await trio.to_thread.run_sync(store.archived)
@@ -263,8 +266,9 @@ class ContentManager:
 
     # -- the FUSE adapter's calls --------------------------------------------
 
-    async def open(self, ref: ContentRef) -> OpenInfo:
-        """Open for reading; `size` is exact on return (see the module docstring)."""
+    async def open(self, ref: ContentRef, priority: int = INTERACTIVE) -> OpenInfo:
+        """Open for reading; `size` is exact on return (see the module docstring).
+        A download it starts or joins goes at `priority` (a reader: interactive)."""
         self._check_open()
         rid = ref.recording_id
         handle = self._handles.get(rid)
@@ -290,7 +294,7 @@ class ContentManager:
                 return self._opened(handle, ref, hit=True, digest=learned)
             self._forget(rid)
             self._unarchive(rid)
-        download = self._join(ref, INTERACTIVE)
+        download = self._join(ref, priority)
         with self._want(rid), self._want(rid, self._opening):
             await download.wait_size()
         handle = self._handle(ref)
@@ -415,6 +419,7 @@ class ContentManager:
             "cache": {
                 "bytes": self._volume,
                 "limit": self._size_limit,
+                "min_free": self._store.min_free,
                 "entries": len(self._keys),
                 "hits": self._hits,
                 "misses": self._misses,
@@ -590,7 +595,7 @@ class ContentManager:
         try:
             await download.run(
                 self._client, self._store, self._downloads, self._report_size, self._commit,
-                free_space=self._store.free_bytes,
+                free_space=self._store.free_bytes, make_room=self._make_room,
             )
         finally:
             if self._inflight.get(download.recording_id) is download:
@@ -696,6 +701,17 @@ class ContentManager:
             return False
         self._archived_bytes -= size
         return True
+
+    async def _make_room(self, need: int) -> None:
+        """Before a download of `need` bytes: evict from the LRU cache so the disk keeps
+        `--cache-min-free` free with it (serialised with commits, like every eviction)."""
+        if self._store.free_bytes() >= self._store.min_free + need:  # one statvfs: the usual case
+            return
+        async with self._commit_lock:
+            result = await trio.to_thread.run_sync(self._store.make_room, need)
+            for rid in result.evicted:
+                self._forget(rid)
+            self._volume = result.volume
 
     # -- idle descriptors and recency -------------------------------------------
 

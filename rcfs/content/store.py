@@ -164,7 +164,7 @@ def _private_dir(path: Path) -> Path:
 class Store:
     """Owns cache_dir for one ContentManager. Construct it in a worker thread."""
 
-    def __init__(self, cache_dir: Path, size_limit: int) -> None:
+    def __init__(self, cache_dir: Path, size_limit: int, min_free: int | float | None = None) -> None:
         _private_dir(cache_dir)
         partial_root = _private_dir(cache_dir / PARTIAL_SUBDIR)
         _remove_stale_sessions(partial_root)
@@ -184,6 +184,10 @@ class Store:
             raise
         self._counter = itertools.count()
         self._recreate_lock = threading.Lock()
+        # Bytes to keep free on the cache's disk: a size, or a share of the disk (a float).
+        if min_free is None:
+            min_free = 0.05
+        self.min_free = self._disk_share(min_free) if isinstance(min_free, float) else min_free
 
     def _open_cache(self) -> diskcache.Cache:
         return diskcache.Cache(
@@ -302,8 +306,11 @@ class Store:
                     (when, rid, when),
                 )
 
-    def _evict_to_limit(self) -> list[str]:
-        """Evict least-recently-used entries, one at a time, until under the limit.
+    def _evict_to_limit(self, need: int = 0) -> list[str]:
+        """Evict least-recently-used entries, one at a time, until under the limit and
+        until the disk has `min_free` bytes free, plus `need` for a download about to
+        start (`--cache-min-free`: a full disk fails reads only when nothing is left
+        to evict; the archive is never evicted).
 
         diskcache culls in batches of `cull_limit` (10) rows: ten recordings
         thrown out to make room for one. Its table and `access_time` column
@@ -312,7 +319,7 @@ class Store:
         directly too. Returns the evicted keys.
         """
         evicted: list[str] = []
-        while self.cache.volume() > self.size_limit:
+        while self.cache.volume() > self.size_limit or self.free_bytes() < self.min_free + need:
             row = self.cache._sql(
                 "SELECT key FROM Cache ORDER BY access_time LIMIT 1"
             ).fetchone()
@@ -321,7 +328,23 @@ class Store:
             log.debug("evicting recording %s from the content cache", row[0])
             self.cache.delete(row[0], retry=True)
             evicted.append(row[0])
+        if evicted and self.free_bytes() < self.min_free + need:
+            log.info("the cache disk is short of space even after evicting %d recordings", len(evicted))
         return evicted
+
+    def make_room(self, need: int) -> Committed:
+        """Evict for a download of `need` bytes about to start (see `_evict_to_limit`),
+        unless it could not fit even with the whole LRU cache gone (it is streamed
+        through then: evicting would only lose what is cached)."""
+        result = Committed(volume=0)
+        if self.free_bytes() + self.cache.volume() >= need + self.min_free:
+            result.evicted = self._evict_to_limit(need)
+        result.volume = self.cache.volume()
+        return result
+
+    def _disk_share(self, share: float) -> int:
+        st = os.statvfs(self.cache_dir)
+        return int(st.f_blocks * st.f_frsize * share)
 
     def lookup(self, recording_id: str, *, digest: bool = False) -> Found | None:
         """A complete cached or archived file, opened (and its digest computed, if

@@ -296,3 +296,28 @@ async def test_malformed_token_response(
         with pytest.raises(BadResponse, match="access_token"):
             await client.login()
     assert calls[0] == 1
+
+
+async def test_an_error_body_that_breaks_off_is_still_a_clean_error(
+    autojump_clock: trio.abc.Clock, chaos_client: tuple[Chaos, RingCentralClient],
+) -> None:
+    """A 503 whose body the connection drops: a TemporaryFailure (retried), not a crash."""
+    chaos, client = chaos_client
+
+    class Broken(httpx.AsyncByteStream):
+        async def __aiter__(self):  # type: ignore[no-untyped-def,override]
+            yield b'{"errorCode": "CMN-'
+            raise httpx.RemoteProtocolError("peer closed connection without sending complete body")
+
+    calls = [0]
+
+    def override(request: httpx.Request) -> httpx.Response | None:
+        if not request.url.path.endswith("/content") or calls[0] >= 2:
+            return None
+        calls[0] += 1
+        return httpx.Response(503, stream=Broken(), headers={"Content-Length": "142"})
+
+    chaos.override = override
+    async with client.stream_content(CONTENT) as resp:  # retried past both, then served
+        body = b"".join([c async for c in resp.iter_chunks()])
+    assert body == chaos.fake.content and calls[0] == 2

@@ -269,3 +269,28 @@ async def test_raised_urgency_jumps_the_queue(autojump_clock: trio.abc.Clock) ->
     assert urgent.priority is Priority.INTERACTIVE and not urgent._waiting
     urgent.raise_to(Priority.BULK)  # never lowered
     assert urgent.priority is Priority.INTERACTIVE
+
+
+async def test_a_reader_kept_waiting_is_logged_once_and_counted(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    g = GroupLimiter("Heavy", Budget(1, 10.0, 60.0))
+    first = await g.acquire(Priority.BACKGROUND, "a")
+    g.release(first)
+    g._probed = True
+    with caplog.at_level(logging.INFO, logger="rcfs.api.ratelimit"):
+        async with trio.open_nursery() as n:
+            async def read() -> None:
+                t = await g.acquire(Priority.INTERACTIVE, "readCallRecordingContent")
+                g.release(t)
+
+            n.start_soon(read)
+            await trio.sleep(1)
+            snap = g.snapshot()
+            assert snap["interactive_waiting"] == [
+                {"position": 1, "op": "readCallRecordingContent", "waiting_s": 1.0}]
+    waits = [r for r in caplog.records if "waits" in r.getMessage()]
+    assert len(waits) == 1 and "readCallRecordingContent" in waits[0].getMessage()
+    assert g.counters()["waits"] == 1 and g.counters()["waited_s"] >= 9

@@ -211,7 +211,8 @@ def test_cache_disk_full(tmp_path: Path) -> None:
                    check=True, timeout=30)
     try:
         cache = small / "content"
-        with emulator(15, 30) as emu, mounted(emu, tmp_path, "--cache-dir", str(cache)) as m:
+        with emulator(15, 30) as emu, mounted(emu, tmp_path, "--cache-dir", str(cache),
+                                                  "--cache-min-free", "0") as m:
             ok, full = [], []
             for f in recordings(m.path):
                 try:
