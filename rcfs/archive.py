@@ -57,6 +57,7 @@ WORKERS = 4
 RATE_WINDOW = 600.0  # seconds of completed downloads behind rate_per_min
 FIGURES_SECONDS = 2.0
 AT_RISK_SECONDS = 15.0  # at_risk walks every pending start: recomputed less often
+AT_RISK_CHANGED_SECONDS = 4.0  # ... but sooner once the pending count has changed
 LOG_SECONDS = 3600.0
 DISK_FULL_PAUSE = 60.0
 RETRY_DELAYS = (60.0, 300.0, 1800.0, 3600.0)  # a recording whose download failed, in turn
@@ -101,6 +102,8 @@ class Archiver:
         self.error: str | None = None
         self._figures: dict[str, Any] = {}
         self._risk_due = -float("inf")  # trio time when at_risk is next recomputed
+        self._risk_at = -float("inf")  # trio time it was last computed
+        self._risk_pending = -1  # the pending count it was computed for
         self._warned_at_risk = False
 
     # -- events from the rest of the mount ------------------------------------------
@@ -262,22 +265,31 @@ class Archiver:
         estimate = rate if rate else (self._budget_per_min() if self.enabled else 0.0)
         horizon_ms = int(self.retention_days * DAY_MS)
         now_ms = int(self._clock() * 1000)
-        with_risk = self.enabled and trio.current_time() >= self._risk_due
+        now = trio.current_time()
+        due = now >= self._risk_due
+        soon = now >= self._risk_at + AT_RISK_CHANGED_SECONDS
+        last_pending = self._risk_pending
         at_risk = self._figures.get("at_risk")
+        computed = False
 
         def compute() -> dict[str, Any]:
+            nonlocal computed
             counts = self._index.archive_counts()
             oldest = self._index.oldest_pending(1)
             risk = at_risk
-            if with_risk:
+            # The index grows in the background: a new day's recordings count at once.
+            if self.enabled and (due or (soon and counts["pending"] != last_pending)):
+                computed = True
                 risk = _at_risk(self._index.pending_starts(), now_ms, horizon_ms,
                                 estimate / 60_000 if estimate else 0.0)
             return {**counts, "at_risk": risk if counts["pending"] else 0,
                     "oldest": oldest[0].start_ms if oldest else None}
 
         self._figures = await trio.to_thread.run_sync(compute)
-        if with_risk:
-            self._risk_due = trio.current_time() + AT_RISK_SECONDS
+        if computed:
+            self._risk_at = trio.current_time()
+            self._risk_due = self._risk_at + AT_RISK_SECONDS
+            self._risk_pending = int(self._figures.get("pending", 0))
 
     # -- status ----------------------------------------------------------------------
 

@@ -233,7 +233,8 @@ def test_archive_status_line_and_warning(tmp_path: Path) -> None:
     # A retention of 1 day with one download a minute: most recordings are at risk.
     with (run_emulator("--seed", "15", "--calls", "200", "--days", "30", "--rate-limits", limits) as emu,
           mounted(emu, tmp_path, "--archive", "--retention", "1") as m):
-        wait_for(lambda: (m.status()["archive"]["at_risk"] or 0) > 0, 60, "at_risk")
+        # The older days come in one Heavy slot (a minute) at a time.
+        wait_for(lambda: (m.status()["archive"]["at_risk"] or 0) > 0, 180, "at_risk")
         out = m.rcfs("status", str(m.path)).stdout
         line = next(x for x in out.splitlines() if x.startswith("archive "))
         assert " pending" in line and " at risk" in line and " lost" in line
