@@ -39,7 +39,13 @@ _ENV_NAMES: dict[str, tuple[str, ...]] = {
     "media_url": ("RC_MEDIA_URL", "RINGCENTRAL_MEDIA_URL"),
 }
 _REQUIRED = ("client_id", "client_secret", "jwt")
-_KNOWN_KEYS = frozenset(n for names in _ENV_NAMES.values() for n in names)
+# Redis shared by several mounts (--redis): RCFS_REDIS_URL in the environment (never
+# a bare REDIS_URL there, which other programs set), RCFS_REDIS_URL or redis_url in
+# config.toml (keys are case-insensitive).
+_REDIS_ENV = "RCFS_REDIS_URL"
+_REDIS_FILE_KEYS = ("RCFS_REDIS_URL", "REDIS_URL")
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
+_KNOWN_KEYS = frozenset([*(n for names in _ENV_NAMES.values() for n in names), *_REDIS_FILE_KEYS])
 _SECRET_KEYS = frozenset(_ENV_NAMES["client_secret"] + _ENV_NAMES["jwt"])
 
 
@@ -73,6 +79,8 @@ class Credentials:
     client_secret: str = field(repr=False)
     jwt: str = field(repr=False)
     media_url: str = ""
+    # Not RingCentral's: the Redis that mounts of these credentials share (may hold a password).
+    redis_url: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "server_url", self.server_url.rstrip("/"))
@@ -100,6 +108,9 @@ class Credentials:
                 raise ConfigError(f"{name} {url!r} has an invalid port") from None
             if parts.scheme == "http" and not is_loopback_url(url):
                 raise ConfigError(f"{name} {url!r}: plain http is only allowed for loopback hosts")
+        if self.redis_url and urlsplit(self.redis_url).scheme not in _REDIS_SCHEMES:
+            raise ConfigError("the Redis URL (RCFS_REDIS_URL, redis_url) must start with "
+                              "redis://, rediss:// or unix://")
         if self.looks_like_emulator and not (self.is_loopback and is_loopback_url(self.media_url)):
             raise ConfigError(
                 "refusing emulator credentials (JWT starts with "
@@ -252,6 +263,9 @@ def load_credentials(env: Mapping[str, str] | None = None, config_file: Path | N
         client_secret=values["client_secret"],
         jwt=values["jwt"],
         media_url=values.get("media_url", ""),
+        redis_url=(env.get(_REDIS_ENV, "").strip()
+                   or next((file_values[k].strip() for k in _REDIS_FILE_KEYS
+                            if file_values.get(k, "").strip()), "")),
     )
     creds.check()
     return creds

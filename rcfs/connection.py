@@ -140,7 +140,7 @@ class OfflineAware:
 
 async def log_in(
     client: RingCentralClient, creds: Credentials, root_state: Path, link: Link,
-    index_of: Callable[[str], Path],
+    index_of: Callable[[str], Path], start_timeout: float = math.inf,
 ) -> str:
     """The account id, from RingCentral; or, when it cannot be reached and an earlier
     mount of these credentials left an index, the id that mount recorded (`link` goes
@@ -148,15 +148,18 @@ async def log_in(
     fp = fingerprint(creds)
     known = await trio.to_thread.run_sync(remembered_account, root_state, fp)
     has_index = known is not None and index_of(known).exists()
+    bound = START_ONLINE_SECONDS if has_index else start_timeout
     try:
         # With an index to serve, a boot without the network must not wait for every
         # retry (a dead link costs the connect timeout per attempt): the reconnect
-        # task goes on in the background.
-        with trio.fail_after(START_ONLINE_SECONDS if has_index else math.inf):
+        # task goes on in the background. Without one, a person waits at most
+        # `start_timeout` (--start-timeout) for a server that never answers.
+        with trio.fail_after(bound):
             await client.login()
             account = str((await client.account_info()).get("id", "account"))
     except (TemporaryFailure, trio.TooSlowError) as exc:
-        cause = (f"no answer within {START_ONLINE_SECONDS:.0f} s"
+        last = getattr(client, "last_failure", None)
+        cause = (f"no answer within {bound:.0f} s" + (f"; last: {last}" if last else "")
                  if isinstance(exc, trio.TooSlowError) else str(exc))
         if not has_index or known is None:
             raise RcfsError(f"cannot reach RingCentral ({cause}); there is no index of an "

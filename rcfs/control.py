@@ -58,19 +58,35 @@ def socket_path(state_dir: Path, pid: int | None = None) -> Path:
     path = state_dir / f"control.{pid}.sock"
     if len(os.fsencode(path)) <= _SUN_PATH_MAX:
         return path
-    base = Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/rcfs-{os.getuid()}")
+    base = _short_base()
     with contextlib.suppress(FileExistsError):
         base.mkdir(mode=0o700, parents=True)
     st = base.lstat()
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         raise RcfsError(f"{base} is not a private directory of ours: cannot place the control socket")
-    digest = hashlib.blake2b(os.fsencode(state_dir), digest_size=6).hexdigest()
-    return base / f"rcfs-{digest}.{pid}.sock"
+    return base / f"{_short_prefix(state_dir)}.{pid}.sock"
+
+
+def _short_base() -> Path:
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/rcfs-{os.getuid()}")
+
+
+def _short_prefix(state_dir: Path) -> str:
+    return "rcfs-" + hashlib.blake2b(os.fsencode(state_dir), digest_size=6).hexdigest()
+
+
+def sockets_in(state_dir: Path) -> list[Path]:
+    """The control sockets of the daemons of `state_dir` (an account's state directory),
+    also those placed under the short private path."""
+    found = list(state_dir.glob("control.*.sock"))
+    with contextlib.suppress(OSError):
+        found += _short_base().glob(f"{_short_prefix(state_dir)}.*.sock")
+    return sorted(found)
 
 
 def remove_stale(state_dir: Path) -> None:
     """Remove sockets left by daemons that are gone (their pid is not running)."""
-    for entry in state_dir.glob("control.*.sock"):
+    for entry in sockets_in(state_dir):
         try:
             pid = int(entry.name.split(".")[1])
         except (IndexError, ValueError):

@@ -113,12 +113,15 @@ class DeferredInvalidation:
     demand inside a lookup queues its invalidations here and returns.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, enabled: bool = True) -> None:
         self._inodes: set[int] = set()
         self._entries: list[tuple[int, str]] = []
         self._wanted = trio.Event()
+        self._enabled = enabled  # False without a kernel to tell (`rcfs serve`)
 
     def submit(self, inodes: Iterable[int], entries: Iterable[tuple[int, str]] = ()) -> None:
+        if not self._enabled:
+            return
         self._inodes.update(inodes)
         self._entries.extend(entries)
         if self._inodes or self._entries:

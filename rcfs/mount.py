@@ -39,7 +39,7 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,6 +51,7 @@ import trio
 
 from rcfs import mountlock
 from rcfs.api import RingCentralClient, default_token_path
+from rcfs.api.retry import retry_observer
 from rcfs.archive import Archiver, summary_line
 from rcfs.backfill import Backfill
 from rcfs.config import Credentials, cache_root, ensure_private_dir, state_dir
@@ -69,6 +70,7 @@ from rcfs.sdnotify import SdNotify
 from rcfs.status import ErrorLog, status_document
 from rcfs.units import fmt_duration
 from rcfs.vfs import Vfs
+from rcfs.web import WebApp, serve_web
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,10 @@ class MountOptions:
     retention_days: float = 90.0
     metrics: tuple[str, int] | None = None  # serve Prometheus metrics on (host, port)
     cache_min_free: int | float = 0.05  # bytes, or a share of the cache's disk
+    start_timeout: float = 45.0  # seconds a first start waits for RingCentral
+    web: tuple[str, int] | None = None  # serve the web player on (host, port)
+    redis_url: str | None = None  # share session and budget (--redis; None: RCFS_REDIS_URL/config)
+    fuse: bool = True  # False: `rcfs serve`, the daemon without a FUSE mount
 
 
 class Notifier:
@@ -105,6 +111,8 @@ class Notifier:
         self._verbose = verbose
         self._systemd = systemd
         self._stopping = False
+        self.served = False  # the tree was served (ready was said)
+        self.mounted = False  # the kernel has the mount (a Ctrl-C now unmounts it cleanly)
 
     def _send(self, line: str) -> None:
         if self._fd is not None:
@@ -125,6 +133,7 @@ class Notifier:
             self._systemd.send(STATUS=text)
 
     def ready(self, text: str) -> None:
+        self.served = True
         self._send("ready " + text)
         self._close()
         if self._systemd is not None:
@@ -140,7 +149,8 @@ class Notifier:
             self._systemd.send(STOPPING=1, STATUS="unmounting")
 
     def failed(self, reason: str) -> None:
-        self._send("error " + reason)
+        if self._fd is not None:  # in the foreground the caller prints it, once
+            self._send("error " + reason)
         self._close()
         self.status(f"failed: {reason}")
 
@@ -151,6 +161,13 @@ class Notifier:
 
 
 NOTIFY_STATUS_SECONDS = 30.0  # STATUS= to systemd while indexing or archiving
+
+
+def logs_to_terminal() -> bool:
+    """Whether the log goes to stderr (a foreground mount without --log-file)."""
+    return any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               and getattr(h, "stream", None) in (sys.stderr, sys.__stderr__)
+               for h in logging.getLogger().handlers)
 
 
 def check_mountpoint(path: Path) -> None:
@@ -197,9 +214,18 @@ async def serve(opts: MountOptions, creds: Credentials, notifier: Notifier) -> N
     root_state = ensure_private_dir(opts.state_dir or state_dir())
     token_path = default_token_path(creds, root_state)
     link = Link()
-    async with RingCentralClient.open(creds, token_path=token_path) as client:
-        account = await log_in(client, creds, root_state, link, index_of=lambda a: (
-            root_state / "accounts" / _account_dir_name(a) / "index.sqlite"))
+    async with RingCentralClient.open(creds, token_path=token_path, redis_url=opts.redis_url,
+                                      redis_label=str(opts.mountpoint)) as client:
+        # Until the tree is served, say on the terminal what rcfs waits for.
+        notifier.progress(f"connecting to {creds.server_url}")
+        # Retries are logged; where the log is not on the terminal, say them there too.
+        observing = retry_observer.set(None if logs_to_terminal() else notifier.progress)
+        try:
+            account = await log_in(client, creds, root_state, link, index_of=lambda a: (
+                root_state / "accounts" / _account_dir_name(a) / "index.sqlite"),
+                start_timeout=opts.start_timeout)
+        finally:
+            retry_observer.reset(observing)
         if not link.online:
             errors.record(f"offline: {link.error}; serving the index of the last mount and "
                           "trying again in the background")
@@ -261,11 +287,12 @@ async def _serve_tree(
 
     metrics_url: str | None = None
     previews = PreviewGuard()  # file managers' previews (previews.py)
+    web: WebApp | None = None
 
     def status_doc() -> dict[str, Any]:
         sections: dict[str, Callable[[], Any]] = {
             "account": lambda: account,
-            "mountpoint": lambda: str(opts.mountpoint),
+            "mountpoint": lambda: str(opts.mountpoint) if opts.fuse else None,
             "pid": os.getpid,
             "started": lambda: started.isoformat(timespec="seconds"),
             "control": lambda: str(control_path),
@@ -276,6 +303,7 @@ async def _serve_tree(
             "prefetch": lambda: prefetcher.snapshot() if prefetcher else None,
             "errors": errors.snapshot,
             "metrics": lambda: {"url": metrics_url},
+            "web": lambda: web.snapshot() if web is not None else {"url": None},
             "previews": previews.snapshot,
             "connection": link.snapshot,
         }
@@ -316,7 +344,7 @@ async def _serve_tree(
     vfs = Vfs(index, opts.tz, uid=opts.uid, gid=opts.gid, umask=opts.umask,
               status_provider=status, keep_deleted=opts.keep_deleted,
               expected_span=backfill.incomplete_span)
-    kernel = DeferredInvalidation()
+    kernel = DeferredInvalidation(enabled=opts.fuse)
 
     async def on_page(result: UpsertResult) -> None:
         link.reached()
@@ -357,20 +385,19 @@ async def _serve_tree(
                             retention_days=opts.retention_days, budget_per_min=heavy_per_min)
         ops = Operations(vfs, content, errors, index=OfflineAware(backfill, link),
                          previews=previews)
-        mounted_at = real_mountpoint(opts.mountpoint)  # now: once mounted, it would stat our own root
         if opts.metrics is not None:  # before mounting: a bad address fails the mount at once
             collector = StatusCollector(status_doc, fuse=ops.counters,
                                         operations=client.operation_counts)
             metrics_url = await _start_metrics(nursery, opts.metrics, collector)
-        try:
-            pyfuse3.init(ops, str(opts.mountpoint), fuse_options)
-        except RuntimeError as exc:
-            raise ConfigError(f"cannot mount on {opts.mountpoint}: {exc}") from None
-        clean = False
-        record: Path | None = None
-        try:
-            nursery.start_soon(_watch_signals, fresh, content, notifier)
-            await nursery.start(kernel.run)
+        if opts.web is not None:  # the same: a port in use fails at once, with one line
+            web = WebApp(vfs=vfs, index=index, content=content, errors=errors,
+                         on_demand=OfflineAware(backfill, link), keep_deleted=opts.keep_deleted)
+            await _start_server(nursery, "the web player", opts.web, serve_web, web)
+
+        async def start_workers() -> None:
+            """Indexing, archive, refreshes, prefetch, reconnecting, the control socket."""
+            assert fresh is not None and prefetcher is not None and archiver is not None
+            assert content is not None
             backfill.on_page, backfill.on_complete = on_page, on_indexed
             await nursery.start(backfill.run)
             await nursery.start(archiver.run)
@@ -380,8 +407,26 @@ async def _serve_tree(
                 await nursery.start(link.reconnect, client, errors,
                                     functools.partial(_back_online, fresh, backfill))
             remove_stale(acct_state)
-            commands = _commands(fresh, prefetcher, status, content, index, link)
+            commands = _commands(fresh, prefetcher, status, content, index, link, web)
             await nursery.start(ControlServer(control_path, commands).run)
+
+        if not opts.fuse:
+            await _serve_without_fuse(nursery, notifier, content, index, control_path, web,
+                                      start_workers)
+            return
+        mounted_at = real_mountpoint(opts.mountpoint)  # now: once mounted, it would stat our own root
+        try:
+            pyfuse3.init(ops, str(opts.mountpoint), fuse_options)
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot mount on {opts.mountpoint}: {exc}") from None
+        notifier.mounted = True
+        clean = False
+        record: Path | None = None
+        try:
+            signalled = trio.Event()
+            nursery.start_soon(_watch_signals, fresh, content, notifier, signalled)
+            await nursery.start(kernel.run)
+            await start_workers()
             # rcfs umount signals only the daemon recorded here (registry.py), never a pid
             # read from a file in the mount.
             record = await trio.to_thread.run_sync(register, opts.state_dir or state_dir(), mounted_at)
@@ -393,7 +438,10 @@ async def _serve_tree(
             nursery.start_soon(_announce, opts.mountpoint, notifier, summary)
             await pyfuse3.main()
             clean = True
-            log.info("%s was unmounted", opts.mountpoint)
+            if signalled.is_set():
+                log.info("%s was unmounted", opts.mountpoint)
+            else:  # fusermount3 -u, umount, or the kernel: not us
+                log.info("%s was unmounted from outside (fusermount3 -u or umount)", opts.mountpoint)
         finally:
             notifier.stopping()
             unregister(record)
@@ -405,15 +453,43 @@ async def _serve_tree(
                 lazy_unmount(opts.mountpoint)
 
 
+async def _serve_without_fuse(
+    nursery: trio.Nursery, notifier: Notifier, content: ContentManager, index: Index,
+    control_path: Path, web: WebApp | None, start_workers: Callable[[], Awaitable[None]],
+) -> None:
+    """`rcfs serve`: the daemon (index, cache, archive, refreshes, control socket, web
+    player, metrics) without a FUSE mount, until SIGINT or SIGTERM."""
+    try:
+        await start_workers()
+        where = f" at {web.snapshot()['url']}; sign in with: rcfs web" if web is not None else ""
+        notifier.ready(f"serving {index.stats().get('recordings', 0)} recordings{where} "
+                       f"(control socket {control_path})")
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("received %s: stopping", signal.Signals(signum).name)
+                break
+    finally:
+        notifier.stopping()
+        nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True):
+            await content.aclose()
+
+
 async def _announce(mountpoint: Path, notifier: Notifier, summary: Callable[[], str]) -> None:
     """Say the mount is ready once its tree answers; then keep systemd's STATUS current."""
     # Ready (to systemd, to a daemonizing parent, to mount(8)) only once the tree is
     # listable: list its root through the kernel as any client would, answered by
     # the FUSE main loop that runs beside this task.
-    try:
-        await trio.to_thread.run_sync(os.listdir, mountpoint, abandon_on_cancel=True)
-    except OSError as exc:
-        log.warning("listing %s once mounted failed: %s", mountpoint, exc.strerror)
+    # From a child process, never a thread of ours: killed (-9) while a thread of its
+    # own waits in the kernel on its own mount, a daemon could never exit (the request
+    # waits for an answer only it could give), leaving a mount that hangs every reader.
+    probe = await trio.run_process(
+        [sys.executable, "-I", "-S", "-c", "import os, sys; os.listdir(sys.argv[1])",
+         os.fspath(mountpoint)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, capture_stderr=True, check=False)
+    if probe.returncode != 0:
+        said = probe.stderr.decode(errors="replace").strip().splitlines()
+        log.warning("listing %s once mounted failed: %s", mountpoint, said[-1] if said else "?")
 
     def line() -> str:
         try:
@@ -465,13 +541,24 @@ async def _start_metrics(
     nursery: trio.Nursery, where: tuple[str, int], collector: StatusCollector
 ) -> str:
     host, port = where
+    return await _start_server(nursery, "metrics", where, functools.partial(
+        serve_metrics, host, port, collector))
+
+
+async def _start_server(
+    nursery: trio.Nursery, what: str, where: tuple[str, int],
+    serve: Callable[..., Awaitable[None]], *args: Any,
+) -> str:
+    """Start a server task of the daemon; a port that cannot be bound is one line."""
+    host, port = where
+    call = serve if not args else functools.partial(serve, *args, host, port)
     try:
-        url: str = await nursery.start(serve_metrics, host, port, collector)
+        url: str = await nursery.start(call)
     except (OSError, BaseExceptionGroup) as exc:
         cause = _os_error(exc)
         if cause is None:
             raise
-        raise ConfigError(f"cannot serve metrics on {host}:{port}: {cause.strerror or cause}") from None
+        raise ConfigError(f"cannot serve {what} on {host}:{port}: {cause.strerror or cause}") from None
     return url
 
 
@@ -488,7 +575,7 @@ def _os_error(exc: BaseException) -> OSError | None:
 
 def _commands(
     fresh: Freshness, prefetcher: Prefetcher, status: Callable[[], bytes],
-    content: ContentManager, index: Index, link: Link,
+    content: ContentManager, index: Index, link: Link, web: WebApp | None = None,
 ) -> dict[str, Handler]:
     """The control socket's commands (see control.py for the protocol)."""
 
@@ -514,8 +601,13 @@ def _commands(
 
         return await content.verify(ref_of, repair=bool(msg.get("repair")))
 
+    async def web_sign_in(msg: dict[str, Any]) -> dict[str, Any]:
+        if web is None:
+            raise ConfigError("the web player is not enabled (mount with --web HOST:PORT)")
+        return await web.command(msg)
+
     return {"refresh": refresh, "prefetch": prefetch, "prune_deleted": prune_deleted,
-            "status": get_status, "verify": verify}
+            "status": get_status, "verify": verify, "web": web_sign_in}
 
 
 def _time_arg(msg: dict[str, Any], key: str) -> datetime | None:
@@ -529,7 +621,9 @@ def _time_arg(msg: dict[str, Any], key: str) -> datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-async def _watch_signals(fresh: Freshness, content: ContentManager, notifier: Notifier) -> None:
+async def _watch_signals(
+    fresh: Freshness, content: ContentManager, notifier: Notifier, signalled: trio.Event
+) -> None:
     unmounting = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
         async for signum in signals:
@@ -540,6 +634,7 @@ async def _watch_signals(fresh: Freshness, content: ContentManager, notifier: No
                 log.info("received %s: already unmounting", signal.Signals(signum).name)
                 continue
             unmounting = True
+            signalled.set()
             log.info("received %s: unmounting", signal.Signals(signum).name)
             notifier.stopping()
             pyfuse3.terminate()

@@ -13,9 +13,10 @@ Why refuse. Two daemons on one state and cache directory share nothing but
 the files: neither sees what the other's refresh wrote (each keeps its own
 coverage and caches in memory), each downloads every recording itself, and
 their two rate limiters spend one account's budget twice, which drew 429s.
-Sharing a session and a budget between mounts is what `--redis` is planned
-for; until then a second mount of an account on the same state directory,
-or of any account on the same cache directory, ends with one line saying so.
+Mounts that share a session and a budget (`--redis`) each keep their own
+state and cache directory all the same; a second mount of an account on the
+same state directory, or of any account on the same cache directory, ends
+with one line saying so.
 
 Between mounts. A daemon goes on for a moment after its unmount (it closes
 the cache and the index), and `rcfs umount` returns once the mount is gone,
@@ -52,8 +53,8 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "mount.lock"
 GRACE_S = 10.0
 _POLL_S = 0.1
-REDIS_HINT = ("several mounts of one account will be able to share through --redis, "
-              "which is planned but not built yet")
+REDIS_HINT = ("several mounts of one account share through --redis URL, each with its own "
+              "state and cache directory")
 
 
 class MountBusy(ConfigError):

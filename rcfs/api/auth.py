@@ -255,6 +255,12 @@ class Authenticator:
                     return stored.access_token
             return await self._renew(stale=tok.access_token if tok else None)
 
+    @contextlib.asynccontextmanager
+    async def use(self, token: str) -> AsyncIterator[str]:
+        """The token to send a request with, held while the request is sent (a shared
+        session takes a lease here: shared/session.py)."""
+        yield token
+
     async def after_401(self, used: str) -> str:
         """The server refused `used`: renew once (unless someone already did)."""
         async with self._lock:

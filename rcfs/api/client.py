@@ -12,6 +12,8 @@ header, never in a URL, so httpx's own request logging cannot leak them.
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import ipaddress
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -19,7 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -38,6 +40,9 @@ from rcfs.errors import (
     PermissionDenied,
     TemporaryFailure,
 )
+
+if TYPE_CHECKING:
+    from rcfs.api.shared.backend import SharedBackend
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,44 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+def transport_reason(exc: httpx.TransportError, url: httpx.URL, timeout: httpx.Timeout) -> str:
+    """A failure to talk to a server as one line that always says something (httpx's
+    own message is empty for timeouts)."""
+    where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+    detail = str(exc).strip()
+    if isinstance(exc, httpx.ConnectTimeout):
+        detail = f"no connection within {timeout.connect or 0:g} s"
+    elif isinstance(exc, httpx.ReadTimeout):
+        detail = f"connected, but no answer within {timeout.read or 0:g} s"
+    elif isinstance(exc, httpx.WriteTimeout | httpx.PoolTimeout):
+        detail = detail or "timed out"
+    elif isinstance(exc, httpx.ConnectError):
+        cause = _os_cause(exc)
+        if (cause is not None and cause.errno == errno.ECONNREFUSED) or "refused" in detail.lower():
+            detail = "connection refused"
+        elif cause is not None and cause.strerror:
+            detail = cause.strerror.lower()
+        detail = detail or "cannot connect"
+    return f"{where}: {type(exc).__name__} ({detail or 'no reason given'})"
+
+
+def _os_cause(exc: BaseException) -> OSError | None:
+    """The OSError under a transport error (trio and anyio wrap it, sometimes in groups)."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno:
+            return e
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+    return None
+
+
 def _is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
@@ -101,17 +144,23 @@ class RingCentralClient:
         token_path: Path,
         retry_policy: RetryPolicy | None = None,
         budgets: Mapping[str, Budget] | None = None,
+        shared: SharedBackend | None = None,
     ) -> None:
         creds.check()
         self._creds = creds
         self._http = http
         self._policy = retry_policy
-        self._limiter = RateLimiter(budgets)
-        self._auth = Authenticator(creds, TokenStore(token_path, fingerprint(creds)), self._grant)
+        # With a shared backend (--redis) the budget and the session live in Redis.
+        self._shared = shared
+        self._limiter = RateLimiter(budgets, shared.group_factory if shared else None)
+        store = TokenStore(token_path, fingerprint(creds))
+        self._auth = (shared.authenticator(creds, store, self._grant) if shared
+                      else Authenticator(creds, store, self._grant))
         pair = f"{creds.client_id}:{creds.client_secret}".encode()
         self._basic = "Basic " + base64.b64encode(pair).decode()
         self._allowed = {_origin(creds.server_url), _origin(creds.media_url)}
         self.call_log_scope: Literal["company", "extension"] = "company"
+        self.last_failure: str | None = None  # the last transport failure, for start-up messages
 
     def __repr__(self) -> str:
         return f"<RingCentralClient {self._creds.server_url} scope={self.call_log_scope}>"
@@ -127,20 +176,37 @@ class RingCentralClient:
         retry_policy: RetryPolicy | None = None,
         budgets: Mapping[str, Budget] | None = None,
         timeout: float = 60.0,
+        redis_url: str | None = None,
+        redis_label: str = "",
     ) -> AsyncIterator[RingCentralClient]:
         """`async with RingCentralClient.open(creds) as client:`; raises ConfigError for
-        unsafe credentials (emulator credentials for a real server, plain http)."""
+        unsafe credentials (emulator credentials for a real server, plain http), or for
+        a Redis that does not answer (`redis_url`, else `creds.redis_url`; '' for none)."""
         creds.check()
         if token_path is None:
             token_path = default_token_path(creds)
-        async with httpx.AsyncClient(
+        url = creds.redis_url if redis_url is None else redis_url
+        async with contextlib.AsyncExitStack() as stack:
+            shared = None
+            if url:
+                from rcfs.api.shared.backend import open_shared
+
+                shared = await stack.enter_async_context(open_shared(url, creds, label=redis_label))
+            http = await stack.enter_async_context(cls._http_client(creds, transport, timeout))
+            yield cls(creds, http, token_path=token_path, retry_policy=retry_policy,
+                      budgets=budgets, shared=shared)
+
+    @staticmethod
+    def _http_client(
+        creds: Credentials, transport: httpx.AsyncBaseTransport | None, timeout: float
+    ) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             follow_redirects=False,  # redirects are followed by hand, to allowed hosts only
             headers={"User-Agent": "rcfs/0.1"},
             trust_env=not creds.is_loopback,
-        ) as http:
-            yield cls(creds, http, token_path=token_path, retry_policy=retry_policy, budgets=budgets)
+        )
 
     # -- hosts -----------------------------------------------------------------------
 
@@ -183,7 +249,11 @@ class RingCentralClient:
             resp = await self._http.send(request, stream=stream)
         except httpx.TransportError as exc:
             ticket.group.errors += 1
-            raise TemporaryFailure(f"{op}: {type(exc).__name__}: {exc}") from None
+            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                ticket.unsend()  # never reached the server: it counted nothing
+            reason = transport_reason(exc, request.url, self._http.timeout)
+            self.last_failure = f"{op}: {reason}"
+            raise TemporaryFailure(self.last_failure) from None
         self._limiter.observe(ticket, resp.status_code, resp.headers)
         group = self._limiter.group_for(op)
         if not stream:
@@ -227,12 +297,14 @@ class RingCentralClient:
                     if not ticket.restamp():
                         ticket.unsend()
                         continue
-                token = usable
-                hdrs = dict(headers or {})
-                hdrs["Authorization"] = f"Bearer {token}"
-                resp = await self._exchange(
-                    op, method, url, ticket, stream=stream, headers=hdrs, params=params
-                )
+                # A shared session holds a lease on the token until the response
+                # headers, so no peer's refresh supersedes it in flight (shared/session.py).
+                async with self._auth.use(usable) as token:
+                    hdrs = dict(headers or {})
+                    hdrs["Authorization"] = f"Bearer {token}"
+                    resp = await self._exchange(
+                        op, method, url, ticket, stream=stream, headers=hdrs, params=params
+                    )
             status = resp.status_code
             if status == 401 and not renewed:
                 await resp.aclose()
@@ -506,6 +578,7 @@ class RingCentralClient:
             "requests": self._limiter.counters(),
             "call_log_scope": self.call_log_scope,
             "auth": {"logins": self._auth.logins, "refreshes": self._auth.refreshes},
+            **({"redis": self._shared.snapshot()} if self._shared is not None else {}),
         }
 
 

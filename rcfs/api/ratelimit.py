@@ -45,7 +45,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,6 +119,7 @@ class Ticket:
     sent_at: float
     op: str
     sent: bool = True
+    shared: Any = None  # the slot in a shared budget (rcfs.api.shared), if any
 
     def restamp(self) -> bool:
         """Move the recorded send time to now (the request was delayed after
@@ -314,6 +315,10 @@ class GroupLimiter:
         bisect.insort(self._log, sent_at)
         self.sent += 1
 
+    def observe_ticket(self, ticket: Ticket, **response: Any) -> None:
+        """`observe` for the response to `ticket` (a shared budget needs the ticket)."""
+        self.observe(ticket.sent_at, **response)
+
     def observe(
         self,
         sent_at: float,
@@ -416,8 +421,13 @@ def _float_header(headers: Mapping[str, str], name: str) -> float | None:
 class RateLimiter:
     """All groups of one client: operation → group, admission, feedback, status."""
 
-    def __init__(self, budgets: Mapping[str, Budget] | None = None) -> None:
+    def __init__(
+        self,
+        budgets: Mapping[str, Budget] | None = None,
+        group_factory: Callable[[str, Budget], GroupLimiter] | None = None,
+    ) -> None:
         self._budgets = {group_key(k): v for k, v in (budgets or {}).items()}
+        self._factory = group_factory or GroupLimiter
         self._groups: dict[str, GroupLimiter] = {}
         self._op_groups: dict[str, str] = {op: group_key(g) for op, g in OPERATION_GROUPS.items()}
         self._op_sent: dict[tuple[str, str], int] = {}  # (group display name, operation) -> sent
@@ -429,7 +439,7 @@ class RateLimiter:
         g = self._groups.get(key)
         if g is None:
             budget = self._budgets.get(key) or default_budget(key)
-            g = self._groups[key] = GroupLimiter(name, budget)
+            g = self._groups[key] = self._factory(name, budget)
         return g
 
     def group_for(self, op: str) -> GroupLimiter:
@@ -470,8 +480,8 @@ class RateLimiter:
         retry_after = _float_header(headers, "retry-after")
         if status == 429 and retry_after is None and "retry-after" in headers:
             retry_after = DEFAULT_RETRY_AFTER  # an HTTP-date or garbage: be safe
-        group.observe(
-            ticket.sent_at,
+        group.observe_ticket(
+            ticket,
             status=status,
             limit=_int_header(headers, "x-rate-limit-limit"),
             remaining=_int_header(headers, "x-rate-limit-remaining"),

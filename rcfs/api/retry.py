@@ -12,6 +12,7 @@ are safe to repeat.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,11 @@ class RetryPolicy:
 
 
 DEFAULT_POLICY = RetryPolicy()
+
+# Who wants to hear of each retry as it happens (the mount's start-up, which says
+# on the terminal what it waits for): set in a task, seen by the tasks it starts.
+retry_observer: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
+    "retry_observer", default=None)
 
 
 def _level(attempt: int) -> int:
@@ -88,4 +94,8 @@ async def retrying(
                 exc,
                 delay,
             )
+            observer = retry_observer.get()
+            if observer is not None:
+                observer(f"{exc}; retrying in {delay:.0f} s (attempt {attempt + 1} of "
+                         f"{policy.max_attempts})")
             await trio.sleep(delay)

@@ -11,6 +11,7 @@ translating it into `rcfs mount` (`fstab.py`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
@@ -28,17 +29,21 @@ import trio
 from rcfs.cli import fstab
 from rcfs.cli.display import fmt_bytes, format_status, progress_bar
 from rcfs.cli.logs import setup_logging
-from rcfs.cli.options import EXIT_FAIL, EXIT_OK, build_parser, local_zone
+from rcfs.cli.options import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, build_parser, local_zone
 from rcfs.errors import ConfigError, RcfsError
 
 log = logging.getLogger("rcfs")
 
 
 def _mount_options(args: argparse.Namespace) -> Any:
+    """MountOptions from `rcfs mount`'s or `rcfs serve`'s arguments (serve has no
+    mountpoint, ownership or --allow-other)."""
     from rcfs.mount import MountOptions, default_since
 
+    fuse = args.command != "serve"
+    uid, gid = getattr(args, "uid", None), getattr(args, "gid", None)
     return MountOptions(
-        mountpoint=args.mountpoint.absolute(),
+        mountpoint=args.mountpoint.absolute() if fuse else Path("."),
         tz=args.tz or local_zone(),
         since=args.since or default_since(),
         cache_dir=args.cache_dir,
@@ -49,10 +54,14 @@ def _mount_options(args: argparse.Namespace) -> Any:
         retention_days=args.retention,
         metrics=args.metrics,
         cache_min_free=args.cache_min_free,
-        allow_other=args.allow_other,
-        uid=os.getuid() if args.uid is None else args.uid,
-        gid=os.getgid() if args.gid is None else args.gid,
-        umask=args.umask,
+        start_timeout=args.start_timeout,
+        allow_other=getattr(args, "allow_other", False),
+        uid=os.getuid() if uid is None else uid,
+        gid=os.getgid() if gid is None else gid,
+        umask=getattr(args, "umask", 0o022),
+        web=args.web,
+        fuse=fuse,
+        redis_url=getattr(args, "redis", None),
     )
 
 
@@ -81,9 +90,24 @@ def cmd_mount(args: argparse.Namespace, argv: list[str]) -> int:
     return _run_mount(opts, creds, args.ready_fd)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`rcfs serve`: the daemon without a FUSE mount, in the foreground."""
+    from rcfs.config import load_credentials
+
+    opts = _mount_options(args)
+    if args.config is not None and not args.config.is_file():
+        raise ConfigError(f"the config file {args.config} does not exist (--config)")
+    creds = load_credentials(config_file=args.config)
+    if opts.web is None and opts.metrics is None and not opts.archive:
+        raise ConfigError("rcfs serve needs something to serve: --web HOST:PORT, "
+                          "--metrics HOST:PORT or --archive")
+    setup_logging(args.log_level, args.log_file, [creds.jwt, creds.client_secret])
+    return _run_mount(opts, creds, None)
+
+
 def _run_mount(opts: Any, creds: Any, ready_fd: int | None) -> int:
 
-    from rcfs.mount import Notifier, serve
+    from rcfs.mount import Notifier, logs_to_terminal, serve
     from rcfs.sdnotify import SdNotify
 
     # systemd's Type=notify speaks to the foreground process (the daemon child of a
@@ -95,7 +119,15 @@ def _run_mount(opts: Any, creds: Any, ready_fd: int | None) -> int:
     except BaseException as exc:  # the daemon's last word, as one line
         _ignore_late_interrupts()
         if is_interrupt(exc):
-            return EXIT_OK
+            if notifier.served or notifier.mounted:  # mounted, then unmounted cleanly
+                return EXIT_OK
+            # Ctrl-C before the tree was served: the mount did not happen.
+            log.info("interrupted before the tree was served")
+            notifier.failed("interrupted before the tree was served")
+            if ready_fd is None:
+                print("rcfs: interrupted before the tree was served; nothing is mounted",
+                      file=sys.stderr)
+            return EXIT_INTERRUPTED
         cause = _domain_error(exc)
         if cause is None:
             if not isinstance(exc, Exception | BaseExceptionGroup):
@@ -103,8 +135,9 @@ def _run_mount(opts: Any, creds: Any, ready_fd: int | None) -> int:
             log.critical("internal error", exc_info=exc)
             message = f"internal error: {exc!r} (the log has the traceback)"
         else:
-            log.error("%s", cause)
             message = str(cause)
+            if ready_fd is not None or not logs_to_terminal():  # else printed just below
+                log.error("%s", cause)
         notifier.failed(message)
         if ready_fd is None:
             print(f"rcfs: {message}", file=sys.stderr)
@@ -159,22 +192,47 @@ def _daemonize(argv: list[str], args: argparse.Namespace) -> int:
     )
     os.close(write_fd)
     interactive = sys.stderr.isatty()
-    with os.fdopen(read_fd, "r") as pipe:
-        for line in pipe:
-            kind, _, text = line.rstrip("\n").partition(" ")
-            if kind == "ready":
-                if systemd is not None:  # a Type=notify unit: the daemon is its main process now
-                    systemd.send(MAINPID=proc.pid, READY=1, STATUS=text)
-                return EXIT_OK
-            if kind == "error":
-                print(f"rcfs: {text}", file=sys.stderr)
-                proc.wait(timeout=30)
-                return EXIT_FAIL
-            if kind == "progress" and interactive:
-                print(f"rcfs: {text}", file=sys.stderr)
+    # Ctrl-C (or a SIGTERM) while waiting stops the daemon too: it is ours until it serves.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with os.fdopen(read_fd, "r") as pipe:
+            for line in pipe:
+                kind, _, text = line.rstrip("\n").partition(" ")
+                if kind == "ready":
+                    if systemd is not None:  # a Type=notify unit: the daemon is its main process now
+                        systemd.send(MAINPID=proc.pid, READY=1, STATUS=text)
+                    return EXIT_OK
+                if kind == "error":
+                    print(f"rcfs: {text}", file=sys.stderr)
+                    proc.wait(timeout=30)
+                    return EXIT_FAIL
+                if kind == "progress" and interactive:
+                    print(f"rcfs: {text}", file=sys.stderr)
+    except KeyboardInterrupt:
+        _stop_child(proc)
+        print("rcfs: interrupted: the mount was stopped before it was served; nothing is mounted",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     code = proc.wait()
     print(f"rcfs: the mount process exited ({code}) before serving; see its log", file=sys.stderr)
     return EXIT_FAIL
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+    """End a daemon that was not serving yet (it unmounts if it got that far)."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def read_status(mountpoint: Path) -> dict[str, Any]:
@@ -227,6 +285,11 @@ def cmd_umount(args: argparse.Namespace) -> int:
     daemon, why = (None, "no state directory") if state is None else registry.serving_daemon(
         state, target, entry)
 
+    if not args.lazy and (users := busy_users(target)):
+        shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+        raise RcfsError(f"{mp} is in use by {shown}; close them, or detach anyway "
+                        f"with: rcfs umount --lazy {mp}")
+
     def still_mounted() -> bool:
         now = registry.mount_at(target)
         return now is not None and now.mount_id == entry.mount_id
@@ -236,12 +299,87 @@ def cmd_umount(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + 15
         while still_mounted() and time.monotonic() < deadline:
             time.sleep(0.05)
-    if still_mounted() and not lazy_unmount(mp):
+    if still_mounted() and not lazy_unmount(mp):  # also --lazy: detach whatever is open
         raise RcfsError(f"could not unmount {mp} (try: fusermount3 -u -z {mp})")
     if daemon is None and state is not None:
         registry.forget(state, target)  # a stale record (its daemon died), if any
     print(f"unmounted {mp}" if daemon is not None else f"unmounted {mp} (detached: {why})")
     return EXIT_OK
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """Print a one-time sign-in link to the web player of the daemon serving
+    MOUNTPOINT, or, without one, of the one daemon of ours that serves a web player."""
+    from rcfs.control import ControlError, request
+
+    if args.mountpoint is not None:
+        answer = _control(args.mountpoint, {"cmd": "web"}, 30.0)
+    else:
+        found: list[dict[str, Any]] = []
+        for sock in _our_control_sockets():
+            try:
+                found.append(request(sock, {"cmd": "web"}, timeout=10.0))
+            except ControlError:
+                continue  # no web player there, or a stale socket
+        if not found:
+            raise ConfigError("no running rcfs daemon of yours serves the web player "
+                              "(rcfs serve --web HOST:PORT, or rcfs mount ... --web HOST:PORT)")
+        if len(found) > 1:
+            raise ConfigError(f"{len(found)} rcfs daemons serve a web player; "
+                              "name the mount: rcfs web MOUNTPOINT")
+        answer = found[0]
+    minutes = max(1, int(answer.get("expires_in", 0)) // 60)
+    print(answer["url"])
+    if sys.stderr.isatty():
+        print(f"rcfs: a one-time link, valid for {minutes} min; open it in your browser",
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def _our_control_sockets() -> list[Path]:
+    """The control sockets of this user's rcfs daemons (state_dir/accounts/*/)."""
+    from rcfs.config import state_dir
+    from rcfs.control import sockets_in
+
+    try:
+        return [sock for acct in sorted((state_dir() / "accounts").iterdir())
+                for sock in sockets_in(acct)]
+    except OSError:
+        return []
+
+
+def busy_users(mountpoint: Path | str) -> list[str]:
+    """"name (pid)" of each process with a file, working directory or root under
+    `mountpoint` (what fuser -m finds), from /proc; none for a dead mount."""
+    try:
+        dev = os.stat(mountpoint).st_dev
+    except OSError:
+        return []  # a dead mount: nothing can be using it
+    prefix = os.fspath(mountpoint).rstrip("/") + "/"
+
+    def under_mount(link: Path) -> bool:
+        try:
+            target = os.readlink(link)
+            # the mount itself, not the directory under it (a shell's cwd there)
+            return (target + "/").startswith(prefix) and os.stat(link).st_dev == dev
+        except OSError:
+            return False
+
+    found: list[str] = []
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
+            continue
+        try:
+            links = [pid_dir / "cwd", pid_dir / "root", *(pid_dir / "fd").iterdir()]
+        except OSError:
+            continue  # gone, or not ours to look at
+        if any(under_mount(link) for link in links):
+            try:
+                name = (pid_dir / "comm").read_text().strip()
+            except OSError:
+                name = "?"
+            found.append(f"{name} ({pid_dir.name})")
+    return found
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -395,6 +533,10 @@ def main(argv: list[str] | None = None) -> int:
             # The daemon child is re-run with these same arguments.
             child_argv = [a for a in argv]
             return cmd_mount(args, child_argv)
+        if args.command == "serve":
+            return cmd_serve(args)
+        if args.command == "web":
+            return cmd_web(args)
         if args.command == "umount":
             return cmd_umount(args)
         if args.command == "status":

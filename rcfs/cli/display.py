@@ -67,6 +67,11 @@ def format_status(st: dict[str, Any]) -> str:
         state = "running" if pf.get("running") else "done"
         lines.append(f"prefetch    {progress_bar(finished, pf['total'])} {finished}/{pf['total']} "
                      f"({pf.get('failed', 0)} failed, {fmt_bytes(pf.get('bytes', 0))}), {state}")
+    web = st.get("web") or {}
+    if web.get("url"):
+        lines.append(f"web player  {web['url']}  {web.get('sessions', 0)} signed in, "
+                     f"{web.get('streams_active', 0)} playing, {fmt_bytes(web.get('bytes_sent', 0))} "
+                     "sent (sign in: rcfs web MOUNTPOINT)")
     lines.append("rate limits")
     reqs = st.get("requests", {})
     for group, rl in sorted(st.get("rate_limits", {}).items()):

@@ -16,6 +16,7 @@ from rcfs import __version__
 log = logging.getLogger("rcfs")
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
@@ -125,10 +126,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"rcfs: error: {message}\n")
 
 
-def _add_mount_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("mountpoint", type=Path, help="an empty directory to mount on")
-    p.add_argument("--foreground", "-f", action="store_true",
-                   help="stay in the foreground, log to stderr, unmount on Ctrl-C")
+def _add_mount_options(p: argparse.ArgumentParser, *, fuse: bool = True) -> None:
+    """`rcfs mount`'s options; without `fuse`, those of `rcfs serve` (no mountpoint)."""
+    if fuse:
+        p.add_argument("mountpoint", type=Path, help="an empty directory to mount on")
+        p.add_argument("--foreground", "-f", action="store_true",
+                       help="stay in the foreground, log to stderr, unmount on Ctrl-C")
     p.add_argument("--tz", type=parse_tz, default=None,
                    help="time zone of the year/month/day tree and file names "
                         "(IANA name; default: this machine's zone)")
@@ -141,6 +144,9 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-min-free", type=parse_free, default=0.05, metavar="SIZE",
                    help="evict from the cache early to keep this much of its disk free: a size "
                         "(2G) or a share (5%%); the archive is never evicted (default: 5%%)")
+    p.add_argument("--start-timeout", type=positive_float, default=45.0, metavar="SECONDS",
+                   help="how long a first mount waits for RingCentral before giving up "
+                        "(default: 45; a remount with an index starts offline after 10 s)")
     p.add_argument("--poll-interval", type=positive_float, default=300.0, metavar="SECONDS",
                    help="how often to look for new calls (default: 300)")
     p.add_argument("--keep-deleted", action=argparse.BooleanOptionalAction, default=True,
@@ -152,15 +158,24 @@ def _add_mount_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retention", type=positive_float, default=90.0, metavar="DAYS",
                    help="days RingCentral keeps recordings on this account, for the archive's "
                         "at-risk figure (default: 90; HIPAA accounts: 30)")
+    p.add_argument("--redis", default=None, metavar="URL",
+                   help="share one RingCentral session and one rate budget with every rcfs on "
+                        "these credentials and this Redis or Valkey (redis://, rediss://, "
+                        "unix://; default: $RCFS_REDIS_URL, else redis_url in config.toml)")
     p.add_argument("--metrics", type=parse_listen, default=None, metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics "
                         "(HOST defaults to 127.0.0.1: ':9468')")
-    p.add_argument("--allow-other", action="store_true",
-                   help="let other users see the mount (needs user_allow_other in /etc/fuse.conf)")
-    p.add_argument("--uid", type=int, default=None, help="owner of every file (default: you)")
-    p.add_argument("--gid", type=int, default=None, help="group of every file (default: yours)")
-    p.add_argument("--umask", type=parse_umask, default=0o022,
-                   help="mask applied to 0555 dirs / 0444 files (default: 022)")
+    p.add_argument("--web", type=parse_listen, default=None, metavar="HOST:PORT",
+                   help="serve the web player at http://HOST:PORT/ (HOST defaults to 127.0.0.1; "
+                        "sign in with: rcfs web MOUNTPOINT)")
+    if fuse:
+        p.add_argument("--allow-other", action="store_true",
+                       help="let other users see the mount (needs user_allow_other in "
+                            "/etc/fuse.conf)")
+        p.add_argument("--uid", type=int, default=None, help="owner of every file (default: you)")
+        p.add_argument("--gid", type=int, default=None, help="group of every file (default: yours)")
+        p.add_argument("--umask", type=parse_umask, default=0o022,
+                       help="mask applied to 0555 dirs / 0444 files (default: 022)")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
                    help="log verbosity (default: INFO)")
@@ -187,8 +202,25 @@ def build_parser() -> argparse.ArgumentParser:
                                    "where every long option below is an -o key.")
     _add_mount_options(p)
 
-    p = sub.add_parser("umount", help="unmount (also clears a dead mount)")
+    p = sub.add_parser("serve", help="the daemon without a FUSE mount: the web player, metrics, "
+                                      "the archive",
+                       description="Run rcfs's daemon (index, cache, archive, refreshes) without "
+                                   "mounting, in the foreground, for machines without FUSE: "
+                                   "rcfs serve --web 127.0.0.1:8080. Sign in with: rcfs web.")
+    _add_mount_options(p, fuse=False)
+
+    p = sub.add_parser("web", help="print a one-time sign-in link for the web player",
+                       description="Ask the daemon serving MOUNTPOINT (or the one `rcfs serve` "
+                                   "when no MOUNTPOINT is given) for a one-time sign-in link to "
+                                   "its web player; only the user who runs it can get one.")
+    p.add_argument("mountpoint", type=Path, nargs="?", default=None)
+
+    p = sub.add_parser("umount", help="unmount (also clears a dead mount)",
+                       description="Unmount an rcfs mount. Refuses while processes have files "
+                                   "open there (naming them), unless --lazy.")
     p.add_argument("mountpoint", type=Path)
+    p.add_argument("--lazy", action="store_true",
+                   help="unmount even while files are open there (their reads fail)")
 
     p = sub.add_parser("status", help="index, cache, rate limits, downloads, recent errors")
     p.add_argument("mountpoint", type=Path)

@@ -191,7 +191,7 @@ def _refused_in_one_line(r: subprocess.CompletedProcess[str]) -> str:
     assert r.returncode == 1, (r.returncode, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rcfs: "), r.stderr
-    assert "--redis" in lines[0] and "not built yet" in lines[0], lines[0]
+    assert "--redis" in lines[0] and "its own state and cache directory" in lines[0], lines[0]
     return lines[0]
 
 

@@ -45,7 +45,7 @@ def test_a_second_mount_of_the_state_dir_is_refused_in_one_line(tmp_path: Path) 
         assert "\n" not in message and isinstance(exc.value, ConfigError)
         assert message.startswith(f"account 1234 is already mounted at / (pid {os.getpid()}) "
                                   f"with the state directory {state}; unmount it first")
-        assert "--redis" in message and "not built yet" in message
+        assert "--redis" in message and "its own state and cache directory" in message
     # Released with the first mount: the second may go now.
     with take(state, cache_b, account="1234", mountpoint=Path("/mnt/b")):
         assert '"/mnt/b"' in (state / LOCK_NAME).read_text()

@@ -26,7 +26,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import trio
 
@@ -59,7 +59,7 @@ def display_url(url: str) -> str:
     if parts.username:
         netloc = f"{parts.username}@{netloc}"
     query = "&".join(q for q in parts.query.split("&") if q and not q.lower().startswith("password"))
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def check_url(url: str) -> None:
@@ -163,9 +163,21 @@ class RedisLink:
 
     def script(self, name: str, source: str) -> None:
         """Register a Lua script under `name` (loaded on first use, reloaded after a restart)."""
+        if self._sources.get(name) == source:
+            return
         self._sources[name] = source
         if self._client is not None:
             self._scripts[name] = self._client.register_script(source)
+
+            async def load() -> None:
+                await self.call(lambda c: c.script_load(source))
+
+            self.submit(load)
+
+    async def _load_scripts(self, client: Any) -> None:
+        """Load every script now, so that no request meets NOSCRIPT (a new or restarted Redis)."""
+        for source in list(self._sources.values()):
+            await client.script_load(source)
 
     async def call(self, fn: Callable[[Any], Awaitable[T]], *, timeout: float = CALL_TIMEOUT) -> T:
         """`await fn(client)` within `timeout`; RedisDown (and the link marked down) on failure."""
@@ -203,6 +215,7 @@ class RedisLink:
         try:
             with trio.fail_after(CONNECT_TIMEOUT):
                 await client.ping()
+                await self._load_scripts(client)
         except trio.Cancelled:
             raise
         except Exception as exc:
@@ -251,6 +264,7 @@ class RedisLink:
             try:
                 with trio.fail_after(CALL_TIMEOUT):
                     await self._client.ping()
+                    await self._load_scripts(self._client)
             except trio.Cancelled:
                 raise
             except Exception as exc:
