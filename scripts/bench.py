@@ -22,6 +22,9 @@ figure is the median of repeated runs. Sections (`--only`, repeatable):
   archive  at heavy=10/2s, `rcfs mount` to the first `ls -l` of the newest day and
            of a day 60 days back, at 10,000 and 100,000 recordings (scripts/bench/
            archive.py); `rcfs mount --archive`: Heavy requests per recording
+  shared   one, two and three mounts with `--redis` (a redis-server started here)
+           copying at once at heavy=10/1s: combined throughput against the limit,
+           429s and logins (scripts/bench/shared.py)
 
 Writes DIR/bench-results.json (rows + raw samples) and DIR/bench-results.md.
 Everything runs on loopback against `rcfs emulator` (through
@@ -57,10 +60,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import archive as bench_archive
 from bench import procs
+from bench import shared as bench_shared
 from bench.procs import REAPER, Emulator
 from bench.report import Results, Row, fmt_rate, fmt_s, mbps, median
 
-SECTIONS = ("reading", "ttfb", "listing", "backup", "scale", "archive")
+SECTIONS = ("reading", "ttfb", "listing", "backup", "scale", "archive", "shared")
 # Generous limits for everything that is not about rate limits: the emulator
 # still sends the headers, which rcfs follows (with "off" it would fall back
 # to RingCentral's defaults, 10 Heavy requests a minute).
@@ -632,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
                 "backup": bench.backup,
                 "scale": bench.scale,
                 "archive": lambda: bench_archive.run(bench),
+                "shared": lambda: bench_shared.run(bench),
             }
             for name in SECTIONS:
                 if name not in sections:
