@@ -385,6 +385,7 @@ async def _serve_tree(
                             retention_days=opts.retention_days, budget_per_min=heavy_per_min)
         ops = Operations(vfs, content, errors, index=OfflineAware(backfill, link),
                          previews=previews)
+        content.fuse_readers = ops.readers  # a killed reader's download ends sooner
         if opts.metrics is not None:  # before mounting: a bad address fails the mount at once
             collector = StatusCollector(status_doc, fuse=ops.counters,
                                         operations=client.operation_counts)

@@ -163,3 +163,21 @@ def process_name(pid: int) -> str | None:
             return f.read().strip()
     except OSError:
         return None
+
+
+def process_start(pid: int) -> int | None:
+    """When a process started (clock ticks since boot, /proc/PID/stat field 22): with
+    its id, what tells it from a later process that reuses the id. None when it is
+    gone (or a zombie: it reads nothing any more)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm) "
+    try:
+        if fields[0] in (b"Z", b"X"):
+            return None
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None

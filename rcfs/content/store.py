@@ -61,6 +61,7 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import threading
 import time
 import uuid
@@ -73,6 +74,7 @@ import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
 
 from .integrity import fd_digest
+from .seals import SealBook
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,7 @@ class Committed:
     evicted: list[str] = field(default_factory=list)  # in eviction order
     errors: dict[str, Exception] = field(default_factory=dict)  # not committed
     digests: dict[str, str] = field(default_factory=dict)  # of those committed
+    sealed: dict[str, tuple[str, int]] = field(default_factory=dict)  # id -> (path, trust key)
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ class Found:
     size: int
     digest: str | None
     archived: bool
+    sealed: tuple[str, int] | None = None  # (path, trust key) when checked and sealed now
 
 
 def _fsync_dir(path: str) -> None:
@@ -184,6 +188,11 @@ class Store:
             raise
         self._counter = itertools.count()
         self._recreate_lock = threading.Lock()
+        try:
+            self.seals: SealBook | None = SealBook(cache_dir)
+        except (OSError, sqlite3.Error) as exc:  # only first opens get slower
+            log.warning("cannot keep seals in %s (%s): every first open hashes its file", cache_dir, exc)
+            self.seals = None
         # Bytes to keep free on the cache's disk: a size, or a share of the disk (a float).
         if min_free is None:
             min_free = 0.05
@@ -215,6 +224,11 @@ class Store:
             old, self.cache = self.cache, self._open_cache()
             with contextlib.suppress(Exception):
                 old.close()
+            old_seals, self.seals = self.seals, None
+            with contextlib.suppress(Exception):
+                if old_seals is not None:
+                    old_seals.close()
+                self.seals = SealBook(self.cache_dir)
             return True
 
     # -- partial files -------------------------------------------------------
@@ -259,38 +273,74 @@ class Store:
         if touched:
             self.touch(touched)
         result = Committed(volume=0)
+        to_seal: dict[str, tuple[str, os.stat_result, str]] = {}
         for item in downloads:
             try:
                 digest = fd_digest(item.fd)  # the bytes as written, read back from the page cache
-                if permanent:
-                    self._commit_permanent(item)
-                else:
-                    self._commit_one(item)
+                path = self._commit_permanent(item) if permanent else self._commit_one(item)
                 result.digests[item.recording_id] = digest
             except Exception as exc:
                 result.errors[item.recording_id] = exc
+            else:
+                if path is not None:  # after the rename, which changes the ctime
+                    to_seal[item.recording_id] = (path, os.fstat(item.fd), digest)
         if permanent and len(result.errors) < len(downloads):
             try:
                 _fsync_dir(str(self.archive_dir))
             except OSError as exc:  # not durable: report every item of the batch
                 result.errors.update({i.recording_id: exc for i in downloads})
+        result.sealed = self._seal(to_seal)
         result.evicted = self._evict_to_limit()
+        self._unseal(result.evicted)
         result.volume = self.cache.volume()
         return result
 
-    def _commit_permanent(self, item: ToCommit) -> None:
+    def _commit_permanent(self, item: ToCommit) -> str:
         st = os.fstat(item.fd)
         if st.st_size != item.size:
             raise ValueError(f"partial file has {st.st_size} bytes, expected {item.size}")
         os.fsync(item.fd)
-        os.rename(item.path, self._archive_path(item.recording_id))
+        dest = self._archive_path(item.recording_id)
+        os.rename(item.path, dest)
+        return dest
 
-    def _commit_one(self, item: ToCommit) -> None:
+    def _commit_one(self, item: ToCommit) -> str | None:
         st = os.fstat(item.fd)
         if st.st_size != item.size:  # the caller verified; this guards the guard
             raise ValueError(f"partial file has {st.st_size} bytes, expected {item.size}")
         os.fsync(item.fd)  # data durable before the row that points at it
         self.cache.set(item.recording_id, _Adopt(item.path, item.size), tag=item.size, retry=True)
+        row = self.cache._sql("SELECT filename FROM Cache WHERE key = ? AND raw = 1",
+                              (item.recording_id,)).fetchone()
+        return os.path.join(self.cache.directory, row[0]) if row and row[0] else None
+
+    # -- seals (seals.py) ------------------------------------------------------
+
+    def _seal(self, seals: Mapping[str, tuple[str, os.stat_result, str]]) -> dict[str, tuple[str, int]]:
+        if self.seals is None or not seals:
+            return {}
+        try:
+            return self.seals.put(seals)
+        except sqlite3.Error as exc:  # the next first open hashes instead
+            log.debug("cannot write %d seals: %s", len(seals), exc)
+            return {}
+
+    def _unseal(self, ids: Sequence[str]) -> None:
+        if self.seals is not None and ids:
+            try:
+                self.seals.drop(ids)
+            except sqlite3.Error as exc:  # a stale seal matches no file: harmless
+                log.debug("cannot drop %d seals: %s", len(ids), exc)
+
+    def sealed(self, ids: frozenset[str] | set[str]) -> dict[str, tuple[str, int]]:
+        """id -> (path, trust key) of the entries among `ids` that carry a seal."""
+        if self.seals is None:
+            return {}
+        try:
+            return self.seals.load(ids)
+        except sqlite3.Error as exc:
+            log.warning("cannot read the seals (%s): first opens hash their files", exc)
+            return {}
 
     def touch(self, touched: Mapping[str, float]) -> None:
         """Record opens (id -> time.time()) as diskcache's LRU access times.
@@ -339,6 +389,7 @@ class Store:
         result = Committed(volume=0)
         if self.free_bytes() + self.cache.volume() >= need + self.min_free:
             result.evicted = self._evict_to_limit(need)
+            self._unseal(result.evicted)
         result.volume = self.cache.volume()
         return result
 
@@ -346,9 +397,11 @@ class Store:
         st = os.statvfs(self.cache_dir)
         return int(st.f_blocks * st.f_frsize * share)
 
-    def lookup(self, recording_id: str, *, digest: bool = False) -> Found | None:
+    def lookup(self, recording_id: str, *, digest: bool = False,
+               expect: str | None = None) -> Found | None:
         """A complete cached or archived file, opened (and its digest computed, if
-        asked: a full read); None if absent.
+        asked: a full read); None if absent. A digest computed that is `expect`
+        (or any, when nothing is expected) seals the file (seals.py).
 
         Read-only: unlike diskcache's `get` (a write transaction, ~7x slower)
         it does not mark the entry as recently used; the caller does, through
@@ -357,9 +410,15 @@ class Store:
         found = self._open_entry(recording_id)
         if found is None:
             return None
-        fd, size, archived = found
+        fd, size, archived, path = found
         try:
-            return Found(fd, size, fd_digest(fd) if digest else None, archived)
+            if not digest:
+                return Found(fd, size, None, archived)
+            got = fd_digest(fd)
+            sealed = None
+            if expect is None or got == expect:
+                sealed = self._seal({recording_id: (path, os.fstat(fd), got)}).get(recording_id)
+            return Found(fd, size, got, archived, sealed)
         except BaseException:
             os.close(fd)
             raise
@@ -367,6 +426,7 @@ class Store:
     def quarantine(self, recording_id: str) -> str | None:
         """Take a damaged entry out of service: its file moves to `damaged/` (kept
         for the user to inspect) and its cache row goes. Returns where it went."""
+        self._unseal([recording_id])
         dest_dir = _private_dir(self.cache_dir / DAMAGED_SUBDIR)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         dest = dest_dir / f"{Path(self._archive_path(recording_id)).name}.{stamp}.{uuid.uuid4().hex[:6]}"
@@ -390,14 +450,15 @@ class Store:
         cached = [k for k in self.cache.iterkeys() if isinstance(k, str)]
         return cached, list(self.archived())
 
-    def _open_entry(self, recording_id: str) -> tuple[int, int, bool] | None:
-        """(fd, size, archived) of a complete cached or archived file; None if absent."""
+    def _open_entry(self, recording_id: str) -> tuple[int, int, bool, str] | None:
+        """(fd, size, archived, path) of a complete cached or archived file; None if absent."""
+        archived = self._archive_path(recording_id)
         try:
-            fd = os.open(self._archive_path(recording_id), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(archived, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             pass
         else:
-            return fd, os.fstat(fd).st_size, True
+            return fd, os.fstat(fd).st_size, True, archived
         row = self.cache._sql(
             "SELECT filename, tag FROM Cache WHERE key = ? AND raw = 1", (recording_id,)
         ).fetchone()
@@ -407,8 +468,9 @@ class Store:
         if filename is None:  # a small value stored inline: not ours
             self.cache.delete(recording_id, retry=True)
             return None
+        path = os.path.join(self.cache.directory, filename)
         try:
-            fd = os.open(os.path.join(self.cache.directory, filename), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:  # deleted (evicted) since the SELECT
             return None
         size = os.fstat(fd).st_size
@@ -419,7 +481,7 @@ class Store:
             os.close(fd)
             self.cache.delete(recording_id, retry=True)
             return None
-        return fd, size, False
+        return fd, size, False, path
 
     # -- the archive ---------------------------------------------------------
 
@@ -468,6 +530,7 @@ class Store:
         os.rename(tmp, dest)
         _fsync_dir(str(self.archive_dir))
         self.cache.delete(recording_id, retry=True)
+        self._unseal([recording_id])  # a new path and ctime: the next first open hashes it
         log.info("recording %s deleted upstream: archived (%d bytes)", recording_id, size)
         return size
 
@@ -496,6 +559,7 @@ class Store:
             except FileNotFoundError:
                 continue
             count, size = count + 1, size + n
+            self._unseal([rid])
         if count:
             _fsync_dir(str(self.archive_dir))
         return count, size
@@ -515,6 +579,8 @@ class Store:
 
     def close(self) -> None:
         self.cache.close()
+        if self.seals is not None:
+            self.seals.close()
         shutil.rmtree(self.session_dir, ignore_errors=True)
         os.close(self._lock_fd)
 

@@ -88,6 +88,91 @@ async def test_an_intact_entry_is_checked_once_per_mount(tmp_path: Path) -> None
         assert manager.snapshot()["cache"]["verified"] == 1 and len(source.calls) == 1
 
 
+def count_hashes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every full read-and-hash of a cache file (store.fd_digest), counted."""
+    from rcfs.content import store
+
+    calls: list[int] = []
+    real = store.fd_digest
+
+    def counting(fd: int) -> str:
+        calls.append(fd)
+        return real(fd)
+
+    monkeypatch.setattr(store, "fd_digest", counting)
+    return calls
+
+
+async def test_a_sealed_entry_is_trusted_at_the_first_open_without_a_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit seals the file; the next mount opens it with no hash and no thread hop."""
+    source = FakeSource()
+    data = payload(40_000, seed=8)
+    ref = source.add("8", URI.format(8), Plan(data))
+    async with running(tmp_path, source) as (manager, _):
+        await manager.prefetch(ref)
+    hashes = count_hashes(monkeypatch)
+    good = ContentRef("8", ref.content_uri, digest=b2(data))
+    async with running(tmp_path, source) as (manager, _):
+        info = await manager.open(good)
+        assert await read_all(manager, "8", info.size) == data
+        manager.release("8")
+        assert hashes == [] and manager.snapshot()["cache"]["verified"] == 1
+    # The seal is for that digest only: an index that expects other bytes hashes it.
+    async with running(tmp_path, source) as (manager, _):
+        with pytest.raises(Damaged):  # damaged, and gone upstream: nothing to fetch again
+            await manager.open(ContentRef("8", ref.content_uri, digest="0" * 128, gone=True))
+        assert len(hashes) == 1
+
+
+async def test_a_file_changed_at_rest_breaks_its_seal_even_with_its_mtime_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    source = FakeSource()
+    data = payload(40_000, seed=9)
+    ref = source.add("9", URI.format(9), Plan(data))
+    async with running(tmp_path, source) as (manager, _):
+        await manager.prefetch(ref)
+    cache_file = next((tmp_path / "cache").rglob("*.val"))
+    st = cache_file.stat()
+    with open(cache_file, "r+b") as f:
+        f.seek(10_000)
+        f.write(bytes(4096))
+    os.utime(cache_file, ns=(st.st_atime_ns, st.st_mtime_ns))
+    hashes = count_hashes(monkeypatch)
+    good = ContentRef("9", ref.content_uri, digest=b2(data))
+    async with running(tmp_path, source) as (manager, _):
+        info = await manager.open(good)  # hashed, found damaged, fetched again
+        assert await read_all(manager, "9", info.size) == data
+        manager.release("9")
+        assert manager.damaged == 1 and len(hashes) >= 1
+
+
+async def test_a_full_check_seals_an_entry_for_the_next_mount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry without a seal (an older cache, or an archive move) is hashed once,
+    then sealed: the mount after that trusts it."""
+    source = FakeSource()
+    data = payload(20_000, seed=10)
+    ref = source.add("10", URI.format(10), Plan(data))
+    async with running(tmp_path, source) as (manager, _):
+        await manager.prefetch(ref)
+    (tmp_path / "seals.sqlite").unlink()
+    for extra in ("seals.sqlite-wal", "seals.sqlite-shm"):
+        (tmp_path / extra).unlink(missing_ok=True)
+    hashes = count_hashes(monkeypatch)
+    good = ContentRef("10", ref.content_uri, digest=b2(data))
+    for expected in (1, 1):
+        async with running(tmp_path, source) as (manager, _):
+            await manager.open(good)
+            manager.release("10")
+        assert len(hashes) == expected
+
+
 async def test_an_impossible_declared_size_is_refused(tmp_path: Path) -> None:
     source = FakeSource()
     ref = source.add("7", URI.format(7), Plan(payload(2000)))

@@ -1,0 +1,108 @@
+"""Seals: a check, cheap enough for every first open, that a cache file is unchanged.
+
+Owns `seals.sqlite` in the cache directory: for each cache or archive file
+whose digest is known to match (written by a commit, or after a full check),
+its path and what `fstat` said right after (device, inode, size, mtime and
+ctime in nanoseconds), with the digest it was checked against.
+
+Why. The first open of a cache entry after a mount must not serve bytes that
+changed at rest (integrity, `manager.py`). Hashing every entry at its first
+open cost a remounted tree half its read speed for small files. Any change
+to a file through the file system (a write, a truncate, `utime` to hide a
+write, a rename or a planted replacement) changes its ctime, which nothing
+but the kernel sets, or its inode: so a file whose `fstat` still matches its
+seal holds the bytes whose digest was taken, and needs no read. A file that
+does not match is hashed in full, as before, and sealed again if it is good.
+What a seal cannot see is damage below the file system (a failing disk that
+returns other bytes); `rcfs verify` hashes everything for that.
+
+The seal is bound to the digest: an entry is trusted only for the digest the
+index holds (`trust_key`). Losing a row is harmless (the next open hashes),
+so writes are not synced; a damaged or unreadable seals file is replaced by
+an empty one. Synchronous: the store calls it from its worker threads (one
+connection, serialised by a lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SEALS_NAME = "seals.sqlite"
+_SCHEMA = """CREATE TABLE IF NOT EXISTS seals (
+    id TEXT PRIMARY KEY, path TEXT NOT NULL, dev INTEGER, ino INTEGER, size INTEGER,
+    mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT NOT NULL) WITHOUT ROWID"""
+
+
+def trust_key(st: os.stat_result, digest: str | None) -> int:
+    """What a file's `fstat` and the expected digest must hash to for the file to be trusted.
+    (A process-local hash: keys are made and compared in one process.)"""
+    return hash((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest))
+
+
+class SealBook:
+    """The seals of one cache directory (see the module docstring)."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self._path = cache_dir / SEALS_NAME
+        self._lock = threading.Lock()
+        self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        for attempt in (1, 2):
+            try:
+                fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                os.close(fd)
+                db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=OFF")  # a lost row costs one hash, nothing else
+                db.execute(_SCHEMA)
+                return db
+            except sqlite3.DatabaseError as exc:
+                if attempt == 2:
+                    raise
+                log.warning("the seals file %s is unreadable (%s): starting an empty one; "
+                            "first opens hash their files until they are sealed again", self._path, exc)
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{self._path}{suffix}")
+        raise AssertionError("unreachable")
+
+    def load(self, wanted: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """id -> (path, trust key) for the ids in `wanted` that have a seal."""
+        wanted = set(wanted)
+        out: dict[str, tuple[str, int]] = {}
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, path, dev, ino, size, mtime_ns, ctime_ns, digest FROM seals").fetchall()
+        for rid, path, dev, ino, size, mtime, ctime, digest in rows:
+            if rid in wanted:
+                out[rid] = (path, hash((dev, ino, size, mtime, ctime, digest)))
+        return out
+
+    def put(self, seals: Mapping[str, tuple[str, os.stat_result, str]]) -> dict[str, tuple[str, int]]:
+        """Seal files (id -> (path, fstat, digest)); returns id -> (path, trust key)."""
+        if not seals:
+            return {}
+        rows = [(rid, path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest)
+                for rid, (path, st, digest) in seals.items()]
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO seals VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return {rid: (path, trust_key(st, digest)) for rid, (path, st, digest) in seals.items()}
+
+    def drop(self, ids: Iterable[str]) -> None:
+        rows = [(rid,) for rid in ids]
+        if rows:
+            with self._lock:
+                self._db.executemany("DELETE FROM seals WHERE id = ?", rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
