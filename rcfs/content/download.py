@@ -42,7 +42,7 @@ from rcfs.api import Urgency
 from rcfs.api.retry import DEFAULT_POLICY, RetryPolicy
 from rcfs.errors import BadResponse, CacheFull, RcfsError, TemporaryFailure
 
-from .store import Store
+from .store import PARTIAL_FLAGS, Store
 from .types import ContentResponse, ContentSource
 
 log = logging.getLogger(__name__)
@@ -212,8 +212,7 @@ class Download:
         try:
             with self.cancel_scope:
                 try:
-                    fd = await trio.to_thread.run_sync(store.create_partial, self.path)
-                    self.fd = SharedFd(fd)
+                    self.fd = SharedFd(await _create_partial(store, self.path))
                     self._free_space = free_space
                     self._make_room = make_room
                     await self._fetch(client, stats, on_size)
@@ -357,7 +356,7 @@ class Download:
             return
         if self._make_room is not None:
             await self._make_room(total)  # evict from the LRU cache first (--cache-min-free)
-        free = await trio.to_thread.run_sync(self._free_space)
+        free = self._free_space()  # one statvfs, inline like _make_room's (~2 us; a hop ~0.5 ms)
         if total + FREE_RESERVE <= free:
             return
         if not self.read_by():
@@ -463,3 +462,14 @@ def _domain_error(exc: Exception, recording_id: str) -> RcfsError:
         err = TemporaryFailure(f"unexpected error downloading recording {recording_id}: {exc!r}")
     err.__cause__ = exc
     return err
+
+
+async def _create_partial(store: Store, path: str) -> int:
+    """The partial file, created inline: by measurement an O_CREAT in the session's
+    directory took ~20 us here, the thread hop around it ~0.7 ms of every uncached
+    open's ~5 ms (appends are inline for the same reason, see `_append`). The rare
+    path (the cache directory removed under the mount: recreate it) runs in a thread."""
+    try:
+        return os.open(path, PARTIAL_FLAGS, 0o600)
+    except FileNotFoundError:
+        return await trio.to_thread.run_sync(store.create_partial, path)

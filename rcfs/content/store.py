@@ -83,6 +83,7 @@ PARTIAL_SUBDIR = "partial"
 ARCHIVE_SUBDIR = "archive"
 DAMAGED_SUBDIR = "damaged"
 _TMP_SUFFIX = ".tmp"
+PARTIAL_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 LOCK_NAME = ".lock"
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
@@ -239,13 +240,12 @@ class Store:
         return str(self.session_dir / f"{stem}.{next(self._counter)}.part")
 
     def create_partial(self, path: str) -> int:
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            return os.open(path, flags, 0o600)
+            return os.open(path, PARTIAL_FLAGS, 0o600)
         except FileNotFoundError:
             if not self.recreate_if_removed():
                 raise
-            return os.open(path, flags, 0o600)
+            return os.open(path, PARTIAL_FLAGS, 0o600)
 
     @staticmethod
     def discard_partial(path: str) -> None:
