@@ -237,16 +237,22 @@ class Authenticator:
             return tok.access_token
         return None
 
-    async def token(self) -> str:
-        """A good access token, refreshing first if it is due."""
+    def _not_due(self) -> str | None:
+        """The access token held, if it is not due for renewal yet."""
         tok = self._token
         if tok is not None and not tok.refresh_due(trio.current_time()):
             return tok.access_token
+        return None
+
+    async def token(self) -> str:
+        """A good access token, refreshing first if it is due."""
+        if (held := self._not_due()) is not None:
+            return held
         async with self._lock:
+            if (held := self._not_due()) is not None:
+                return held  # another waiter renewed it
             tok = self._token
             now = trio.current_time()
-            if tok is not None and not tok.refresh_due(now):
-                return tok.access_token  # another waiter renewed it
             if tok is None:
                 stored = await self._store.load()
                 if stored is not None and not stored.refresh_due(now):

@@ -222,7 +222,8 @@ class GroupLimiter:
         waiter.event.set()  # let it re-check whether it heads the queue now
         self._wake_head()
 
-    async def acquire(self, priority: PriorityLike, op: str = "") -> Ticket:
+    def _enqueue(self, priority: PriorityLike, op: str) -> tuple[_Waiter, Urgency | None, float]:
+        """A new waiter at the end of its priority's queue (and known to its Urgency)."""
         urgency = priority if isinstance(priority, Urgency) else None
         queued_at = trio.current_time()
         waiter = _Waiter(priority.priority if isinstance(priority, Urgency) else Priority(priority),
@@ -230,6 +231,10 @@ class GroupLimiter:
         self._queues[waiter.priority].append(waiter)
         if urgency is not None:
             urgency._waiting.append((self, waiter))
+        return waiter, urgency, queued_at
+
+    async def acquire(self, priority: PriorityLike, op: str = "") -> Ticket:
+        waiter, urgency, queued_at = self._enqueue(priority, op)
         told = False
         try:
             while True:

@@ -56,7 +56,6 @@ from rcfs.api.ratelimit import (
     Priority,
     PriorityLike,
     Ticket,
-    Urgency,
     _Waiter,
 )
 from rcfs.api.shared.link import RedisDown, RedisLink
@@ -188,13 +187,7 @@ class SharedGroupLimiter(GroupLimiter):
                    iw=res[5])
 
     async def acquire(self, priority: PriorityLike, op: str = "") -> Ticket:
-        urgency = priority if isinstance(priority, Urgency) else None
-        queued_at = trio.current_time()
-        waiter = _Waiter(priority.priority if isinstance(priority, Urgency) else Priority(priority),
-                         op=op, since=queued_at)
-        self._queues[waiter.priority].append(waiter)
-        if urgency is not None:
-            urgency._waiting.append((self, waiter))
+        waiter, urgency, queued_at = self._enqueue(priority, op)
         member = f"{self._link.peer}:{next(self._seq)}"
         marked = False  # registered as a waiting reader in Redis
         told = False

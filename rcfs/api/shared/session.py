@@ -233,14 +233,12 @@ class SharedAuthenticator(Authenticator):
     # -- the Authenticator interface -----------------------------------------------------
 
     async def token(self) -> str:
-        tok = self._token
-        if tok is not None and not tok.refresh_due(trio.current_time()):
-            return tok.access_token
+        if (held := self._not_due()) is not None:
+            return held
         async with self._lock:
+            if (held := self._not_due()) is not None:
+                return held  # another process's token, adopted meanwhile
             tok = self._token
-            now = trio.current_time()
-            if tok is not None and not tok.refresh_due(now):
-                return tok.access_token
             stale = tok.access_token if tok is not None else None
             try:
                 rec = await self._session.read()
