@@ -278,7 +278,7 @@ class Archiver:
             oldest = self._index.oldest_pending(1)
             risk = at_risk
             # The index grows in the background: a new day's recordings count at once.
-            if self.enabled and (due or (soon and counts["pending"] != last_pending)):
+            if self.enabled and (due or (soon and counts["pending"] > last_pending)):
                 computed = True
                 risk = _at_risk(self._index.pending_starts(), now_ms, horizon_ms,
                                 estimate / 60_000 if estimate else 0.0)

@@ -77,8 +77,10 @@ Integrity. Each commit hashes the file (BLAKE2b-512, `integrity.py`) and
 reports the size as final with its digest (`on_exact_size(..., final=True)`);
 sizes from response headers are reported as provisional, and a download
 that fails leaves them unconfirmed (the tree forgets them). The first open
-of a cached entry in a mount reads and hashes it before serving a byte, and
-compares with the digest the index holds (`ContentRef.digest`): a damaged
+of a cached entry in a mount checks it before serving a byte: a file that
+still matches its seal for the digest the index holds (`ContentRef.digest`;
+seals.py) is opened inline at once (`_open_sealed`); any other is read and
+hashed in a thread and compared with that digest (`_lookup_checked`): a damaged
 entry is moved to `damaged/` (`Store.quarantine`), reported (`on_damaged`),
 and fetched again, or, gone upstream, answered with `Damaged` (EIO).
 `verify.py` does the same for every entry (`rcfs verify`). Who still wants a
@@ -404,6 +406,7 @@ class ContentManager:
         self._check_open()
         count, size = await trio.to_thread.run_sync(self._store.prune, recording_ids)
         for rid in recording_ids:
+            self._sealed.pop(rid, None)
             if self._unarchive(rid):
                 self._drop_idle(rid)  # a pruned file's blocks are freed on close
         return count, size

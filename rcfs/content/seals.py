@@ -16,6 +16,14 @@ does not match is hashed in full, as before, and sealed again if it is good.
 What a seal cannot see is damage below the file system (a failing disk that
 returns other bytes); `rcfs verify` hashes everything for that.
 
+The seal is taken before the hash, so a write during or after the hash
+breaks it. Kernels before 6.13 keep coarse timestamps: a write in the same
+clock tick as the stat may leave the ctime as it was. There, as git does for
+"racily clean" files, a seal taken within `RACY_NS` of the file's last change
+is not trusted (the file is hashed at its next first open, and sealed again
+then, long after the change). From 6.13 on, a ctime that was read changes at
+the next write (multigrain timestamps), and every seal counts.
+
 The seal is bound to the digest: an entry is trusted only for the digest the
 index holds (`trust_key`). Losing a row is harmless (the next open hashes),
 so writes are not synced; a damaged or unreadable seals file is replaced by
@@ -28,8 +36,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
+import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -38,13 +49,25 @@ log = logging.getLogger(__name__)
 SEALS_NAME = "seals.sqlite"
 _SCHEMA = """CREATE TABLE IF NOT EXISTS seals (
     id TEXT PRIMARY KEY, path TEXT NOT NULL, dev INTEGER, ino INTEGER, size INTEGER,
-    mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT NOT NULL) WITHOUT ROWID"""
+    mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT NOT NULL, sealed_ns INTEGER NOT NULL)
+    WITHOUT ROWID"""
+RACY_NS = 50_000_000  # a seal taken this soon after the file's last change (coarse clocks)
+
+
+def fine_timestamps(release: str | None = None) -> bool:
+    """Whether this kernel changes a ctime that was read at the next write (6.13+)."""
+    m = re.match(r"(\d+)\.(\d+)", release or platform.release())
+    return m is not None and (int(m[1]), int(m[2])) >= (6, 13)
+
+
+def _key(dev: int, ino: int, size: int, mtime_ns: int, ctime_ns: int, digest: str | None) -> int:
+    return hash((dev, ino, size, mtime_ns, ctime_ns, digest))
 
 
 def trust_key(st: os.stat_result, digest: str | None) -> int:
     """What a file's `fstat` and the expected digest must hash to for the file to be trusted.
     (A process-local hash: keys are made and compared in one process.)"""
-    return hash((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest))
+    return _key(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest)
 
 
 class SealBook:
@@ -75,27 +98,38 @@ class SealBook:
                         os.unlink(f"{self._path}{suffix}")
         raise AssertionError("unreachable")
 
-    def load(self, wanted: Iterable[str]) -> dict[str, tuple[str, int]]:
-        """id -> (path, trust key) for the ids in `wanted` that have a seal."""
+    def load(self, wanted: Iterable[str], *, fine: bool | None = None) -> dict[str, tuple[str, int]]:
+        """id -> (path, trust key) for the ids in `wanted` with a seal that can be
+        trusted; the rows of other ids (evicted or pruned while not mounted) go."""
         wanted = set(wanted)
+        fine = fine_timestamps() if fine is None else fine
         out: dict[str, tuple[str, int]] = {}
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, path, dev, ino, size, mtime_ns, ctime_ns, digest FROM seals").fetchall()
-        for rid, path, dev, ino, size, mtime, ctime, digest in rows:
-            if rid in wanted:
-                out[rid] = (path, hash((dev, ino, size, mtime, ctime, digest)))
+            rows = self._db.execute("SELECT id, path, dev, ino, size, mtime_ns, ctime_ns, digest, "
+                                    "sealed_ns FROM seals").fetchall()
+        stale = []
+        for rid, path, dev, ino, size, mtime, ctime, digest, sealed in rows:
+            if rid not in wanted:
+                stale.append(rid)
+            elif fine or sealed - ctime >= RACY_NS:
+                out[rid] = (path, _key(dev, ino, size, mtime, ctime, digest))
+        self.drop(stale)
         return out
 
     def put(self, seals: Mapping[str, tuple[str, os.stat_result, str]]) -> dict[str, tuple[str, int]]:
-        """Seal files (id -> (path, fstat, digest)); returns id -> (path, trust key)."""
+        """Seal files (id -> (path, fstat, digest)); returns id -> (path, trust key) of
+        the seals that can be trusted (see `load`)."""
         if not seals:
             return {}
-        rows = [(rid, path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest)
-                for rid, (path, st, digest) in seals.items()]
+        now = time.time_ns()
+        rows = [(rid, path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest,
+                 now) for rid, (path, st, digest) in seals.items()]
         with self._lock:
-            self._db.executemany("INSERT OR REPLACE INTO seals VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        return {rid: (path, trust_key(st, digest)) for rid, (path, st, digest) in seals.items()}
+            self._db.executemany("INSERT OR REPLACE INTO seals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 rows)
+        fine = fine_timestamps()
+        return {rid: (path, trust_key(st, digest)) for rid, (path, st, digest) in seals.items()
+                if fine or now - st.st_ctime_ns >= RACY_NS}
 
     def drop(self, ids: Iterable[str]) -> None:
         rows = [(rid,) for rid in ids]

@@ -8,6 +8,7 @@ Layout under `cache_dir` (every directory 0700)::
         <id>.<n>.part       downloads in progress
     archive/<id>            recordings deleted upstream, kept out of LRU eviction
                             (and, with --archive, every download)
+    seals.sqlite            what each file's fstat was when its digest was taken (seals.py)
     damaged/<id>.<time>.<n> entries whose bytes no longer match their digest,
                             taken out of service and kept for inspection
 
@@ -15,7 +16,8 @@ Digests. `commit` reads each verified download back (from the page cache, in
 the worker thread) and returns its BLAKE2b-512 (`integrity.py`); the manager
 keeps it in the index, and `lookup(..., digest=True)` computes it again so
 the first open of an entry in a mount can be checked before any byte of it
-is served.
+is served, unless the file still matches the seal (seals.py) that `commit`
+or an earlier good check left.
 
 A download is written to a `.part` file, verified, fsynced and then *moved*
 into diskcache by `_AdoptingDisk.store` (a rename, not a copy: no second copy
@@ -152,6 +154,11 @@ class Found:
     sealed: tuple[str, int] | None = None  # (path, trust key) when checked and sealed now
 
 
+def _same_content(a: os.stat_result, b: os.stat_result) -> bool:
+    """The same file with the same size and mtime (a rename changes only the ctime)."""
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns)
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -276,20 +283,23 @@ class Store:
         to_seal: dict[str, tuple[str, os.stat_result, str]] = {}
         for item in downloads:
             try:
+                before = os.fstat(item.fd)  # before the hash: a write after it shows
                 digest = fd_digest(item.fd)  # the bytes as written, read back from the page cache
                 path = self._commit_permanent(item) if permanent else self._commit_one(item)
                 result.digests[item.recording_id] = digest
+                # Sealed as it is after the rename (which changes only its ctime), if
+                # nothing else changed since the hash.
+                after = os.fstat(item.fd)
+                if path is not None and _same_content(before, after):
+                    to_seal[item.recording_id] = (path, after, digest)
             except Exception as exc:
                 result.errors[item.recording_id] = exc
-            else:
-                if path is not None:  # after the rename, which changes the ctime
-                    to_seal[item.recording_id] = (path, os.fstat(item.fd), digest)
         if permanent and len(result.errors) < len(downloads):
             try:
                 _fsync_dir(str(self.archive_dir))
             except OSError as exc:  # not durable: report every item of the batch
                 result.errors.update({i.recording_id: exc for i in downloads})
-        result.sealed = self._seal(to_seal)
+        result.sealed = self._seal({k: v for k, v in to_seal.items() if k not in result.errors})
         result.evicted = self._evict_to_limit()
         self._unseal(result.evicted)
         result.volume = self.cache.volume()
@@ -414,10 +424,11 @@ class Store:
         try:
             if not digest:
                 return Found(fd, size, None, archived)
+            st = os.fstat(fd)  # before the hash: a write during or after it breaks the seal
             got = fd_digest(fd)
             sealed = None
             if expect is None or got == expect:
-                sealed = self._seal({recording_id: (path, os.fstat(fd), got)}).get(recording_id)
+                sealed = self._seal({recording_id: (path, st, got)}).get(recording_id)
             return Found(fd, size, got, archived, sealed)
         except BaseException:
             os.close(fd)

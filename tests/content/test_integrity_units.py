@@ -254,3 +254,83 @@ async def test_bigger_than_the_free_space_is_streamed_through(
         assert not list((tmp_path / "partial").rglob("*.part"))
         with pytest.raises(CacheFull):  # a prefetch wants it kept: no room
             await manager.prefetch(ref)
+
+
+async def test_a_write_after_the_hash_breaks_the_seal_it_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seal is the file's state from before its hash: bytes changed after the hash
+    (and its mtime put back) are found at the next mount, not trusted."""
+    import os
+
+    from rcfs.content import store
+
+    source = FakeSource()
+    data = payload(30_000, seed=11)
+    ref = source.add("11", URI.format(11), Plan(data))
+    async with running(tmp_path, source) as (manager, _):
+        await manager.prefetch(ref)
+    for name in ("seals.sqlite", "seals.sqlite-wal", "seals.sqlite-shm"):
+        (tmp_path / name).unlink(missing_ok=True)  # so the next open hashes, then seals
+    real = store.fd_digest
+
+    def hash_then_damage(fd: int) -> str:
+        digest = real(fd)
+        path = next((tmp_path / "cache").rglob("*.val"))
+        st = path.stat()
+        with open(path, "r+b") as f:
+            f.write(b"\xff" * 4096)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return digest
+
+    monkeypatch.setattr(store, "fd_digest", hash_then_damage)
+    good = ContentRef("11", ref.content_uri, digest=b2(data))
+    async with running(tmp_path, source) as (manager, _):
+        await manager.open(good)  # hashed as good (the write came after the hash) and sealed
+        manager.release("11")
+    monkeypatch.setattr(store, "fd_digest", real)
+    async with running(tmp_path, source) as (manager, _):
+        info = await manager.open(good)  # the seal no longer matches: hashed, damaged, fetched
+        assert await read_all(manager, "11", info.size) == data
+        manager.release("11")
+        assert manager.damaged == 1
+
+
+def test_racy_seals_are_not_trusted_on_coarse_clocks(tmp_path: Path) -> None:
+    """Before Linux 6.13 a write in the same tick as the seal's stat may keep the ctime:
+    a seal taken that soon after the file changed is trusted only on fine clocks."""
+    import os
+
+    from rcfs.content.seals import SealBook, fine_timestamps, trust_key
+
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 100)
+    st = os.stat(path)
+    book = SealBook(tmp_path)
+    book.put({"r": (str(path), st, "d")})
+    assert book.load({"r"}, fine=True) == {"r": (str(path), trust_key(st, "d"))}
+    assert book.load({"r"}, fine=False) == {}  # sealed within RACY_NS of its change
+    assert book.load(set(), fine=True) == {} and book.load({"r"}, fine=True) == {}  # stale row dropped
+    book.close()
+    assert fine_timestamps("6.13.0") and fine_timestamps("6.18.44-fc") and not fine_timestamps("6.12.9")
+    assert not fine_timestamps("5.10.0-28-amd64")
+
+
+async def test_a_download_is_wanted_only_while_its_reader_runs(tmp_path: Path) -> None:
+    """An open file counts for a failing download only while the process that opened
+    it runs (the FUSE layer's `readers`); other holders (the web player) always count."""
+    source = FakeSource()
+    data = payload(10_000, seed=12)
+    ref = source.add("12", URI.format(12), Plan(data))
+    async with running(tmp_path, source) as (manager, _):
+        await manager.open(ref)
+        counts = {"held": 1, "alive": 1}
+        manager.fuse_readers = lambda rid: (counts["held"], counts["alive"])
+        assert manager._wanted("12")
+        counts["alive"] = 0  # its reader was killed; the kernel still holds the file
+        assert not manager._wanted("12")
+        await manager.open(ref)  # a second holder that is not a FUSE file (refs 2 > held 1)
+        assert manager._wanted("12")
+        manager.release("12")
+        manager.release("12")
+        assert not manager._wanted("12")
