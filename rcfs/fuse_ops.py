@@ -37,7 +37,7 @@ from rcfs.errors import (
     RcfsError,
     TemporaryFailure,
 )
-from rcfs.previews import PreviewGuard, process_start, thread_group
+from rcfs.previews import PreviewGuard, boot_ticks, running_since, thread_group
 from rcfs.status import ErrorLog
 from rcfs.vfs import Node, Vfs
 
@@ -189,7 +189,7 @@ class _OpenFile:
     ino: int
     recording_id: str | None = None  # None: a small generated file held in `data`
     data: bytes = b""
-    # (process id, its start time) of the opener, while the bytes were still on their way
+    # (process id, when: boot_ticks) of the opener, while the bytes were still on their way
     opener: tuple[int, int] | None = None
 
 
@@ -345,9 +345,7 @@ class Operations(pyfuse3.Operations):
             pyfuse3.invalidate_inode(inode, attr_only=True)
         opener = None
         if not info.complete:  # see readers()
-            pid = preview[0] if preview is not None else thread_group(ctx.pid)
-            start = process_start(pid)
-            opener = (pid, start) if start is not None else None
+            opener = (preview[0] if preview is not None else thread_group(ctx.pid), boot_ticks())
         self._files[fh] = _OpenFile(inode, recording_id=rec.recording_id, opener=opener)
         if preview is not None and self.previews is not None:
             self.previews.opened(*preview, fh, info.size)
@@ -370,7 +368,7 @@ class Operations(pyfuse3.Operations):
             if f.recording_id != recording_id:
                 continue
             held += 1
-            if f.opener is None or process_start(f.opener[0]) == f.opener[1]:
+            if f.opener is None or running_since(*f.opener):
                 alive += 1
         return held, alive
 

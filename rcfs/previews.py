@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class _Process:
     scanner_until: float = 0.0
     allowed: collections.deque[float] = field(default_factory=collections.deque)
     told: bool = False
+    name: str | None = None  # /proc/PID/comm, read once
 
 
 class PreviewGuard:
@@ -126,13 +128,22 @@ class PreviewGuard:
                 "scanners": sum(p.scanner_until > self._clock() for p in self._procs.values())}
 
     def _is_scanner(self, pid: int, proc: _Process, day: int) -> bool:
-        name = self._comm(pid) or ""
-        if any(name.startswith(s) for s in SCANNERS):
+        if proc.name is None:
+            proc.name = self._comm(pid) or ""
+        if any(proc.name.startswith(s) for s in SCANNERS):
             return True
-        heads = [o for o in proc.opens if o.day == day and o.closed
-                 and o.read <= HEAD_BYTES < o.size]
-        whole = [o for o in proc.opens if o.day == day and o.read >= min(o.size, HEAD_BYTES + 1)]
-        return len(heads) >= HEAD_OPENS and not whole
+        # One pass, ended by the first file of the day read past its head: a reader
+        # (cat, rsync, a player) stops it at once, where two lists of every open
+        # in the window cost a sequential copy of 1,500 files 10% of the daemon.
+        heads = 0
+        for o in proc.opens:
+            if o.day != day:
+                continue
+            if o.read >= min(o.size, HEAD_BYTES + 1):
+                return False
+            if o.closed and o.read <= HEAD_BYTES < o.size:
+                heads += 1
+        return heads >= HEAD_OPENS
 
     def _trim(self, proc: _Process, now: float) -> None:
         while proc.opens and proc.opens[0].when < now - WINDOW:
@@ -163,6 +174,21 @@ def process_name(pid: int) -> str | None:
             return f.read().strip()
     except OSError:
         return None
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def boot_ticks() -> int:
+    """Now, in the clock ticks since boot that `process_start` counts in."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * _TICKS)
+
+
+def running_since(pid: int, ticks: int) -> bool:
+    """Whether process `pid` runs and already ran at `ticks` (`boot_ticks()`): not a
+    later process that reuses the id."""
+    start = process_start(pid)
+    return start is not None and start <= ticks + 1
 
 
 def process_start(pid: int) -> int | None:

@@ -69,3 +69,25 @@ def test_history_expires() -> None:
     head_reads(guard, 7, 1, HEAD_OPENS - 1)
     clock.t += 120  # the earlier heads are forgotten
     assert head_reads(guard, 7, 1, HEAD_OPENS - 1, start_fh=100) == ["interactive"] * (HEAD_OPENS - 1)
+
+
+def test_running_since_tells_the_opener_from_a_later_process_with_its_pid() -> None:
+    """A reader counts while it runs; a process started after the open (a reused pid)
+    or one that has exited does not."""
+    import os
+    import subprocess
+    import time
+
+    from rcfs.previews import boot_ticks, running_since
+
+    assert running_since(os.getpid(), boot_ticks())
+    before = boot_ticks()
+    time.sleep(0.05)
+    later = subprocess.Popen(["sleep", "5"])
+    try:
+        assert not running_since(later.pid, before - 5)  # started after "the open"
+        assert running_since(later.pid, boot_ticks())
+    finally:
+        later.kill()
+        later.wait(10)
+    assert not running_since(later.pid, boot_ticks())
