@@ -42,7 +42,8 @@ async def verify_all(
     for rid in ids:
         ref = refs(rid) or ContentRef(rid, "", gone=True)
         try:
-            found = await trio.to_thread.run_sync(functools.partial(store.lookup, rid, digest=True))
+            found = await trio.to_thread.run_sync(
+                functools.partial(store.lookup, rid, digest=True, expect=ref.digest))
         except OSError as exc:
             log.warning("verify: cannot read recording %s: %s", rid, exc)
             found = None
@@ -54,6 +55,8 @@ async def verify_all(
             continue
         os.close(found.fd)
         report["checked"] += 1
+        if found.sealed is not None:  # sealed only if it matched (or nothing was on record)
+            manager._sealed[rid] = found.sealed
         if ref.digest is None:
             report["no_digest"] += 1
             manager._verified.add(rid)
