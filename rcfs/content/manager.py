@@ -49,7 +49,7 @@ The key set (`is_cached`) and the volume are kept from what commits report
 (the evicted keys): one full scan at `create`, none per commit.
 
 Idle descriptors. After the last release of a complete file its descriptor
-is parked in an LRU (`_idle`, `idle_fds()` entries), so opening it again
+is parked in an LRU (`_idle`, `idle.py`), so opening it again
 (`cat` after `file`, a player's re-open, a warm re-read) never leaves the trio
 thread: no lookup, no thread hop. An entry leaves it, closed, when the LRU
 overflows, when the recording is evicted from the cache, archived or pruned,
@@ -102,9 +102,7 @@ import contextlib
 import functools
 import logging
 import os
-import resource
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +114,7 @@ from rcfs.api import Urgency
 from rcfs.errors import CacheFull, Damaged, NotFound, TemporaryFailure
 
 from .download import Download, DownloadStats, SharedFd, State
+from .idle import IdleFds
 from .integrity import max_plausible_size
 from .seals import trust_key
 from .store import Committed, Found, Store, ToCommit
@@ -125,7 +124,6 @@ from .verify import verify_all
 log = logging.getLogger(__name__)
 
 _CLOSE_TIMEOUT = 10.0  # seconds aclose waits for cancelled downloads to clean up
-IDLE_FDS_MAX = 4096  # descriptors of released, complete files kept open (see the essay)
 _TOUCH_DELAY = 5.0  # seconds: recency of opens reaches diskcache within this
 
 
@@ -214,8 +212,7 @@ class ContentManager:
         self._handles: dict[str, _Handle] = {}
         self._keys: set[str] = set()  # cached in the LRU cache (not the archive)
         self._volume = 0  # bytes, as counted against size_limit
-        self._idle: OrderedDict[str, tuple[SharedFd, int]] = OrderedDict()  # id -> (fd, size)
-        self.idle_limit = idle_fds()
+        self._idle = IdleFds()
         self._touched: dict[str, float] = {}  # id -> time.time() of its last open
         self._touch_wanted = trio.Event()
         self._touch_scope = trio.CancelScope()
@@ -284,7 +281,7 @@ class ContentManager:
         if handle is not None and handle.complete():
             return self._opened(handle, ref, hit=True)
         if self.is_cached(rid) and rid not in self._inflight:
-            idle = self._unpark(rid)
+            idle = self._idle.unpark(rid)
             if idle is not None:  # no lookup, no thread hop
                 handle = self._handle(ref)
                 handle.attach_complete(*idle)
@@ -355,7 +352,7 @@ class ContentManager:
         if handle.refs <= 0:
             del self._handles[recording_id]
             if handle.complete() and handle.fd is not None and self.is_cached(recording_id):
-                self._park(recording_id, handle.fd, handle.size)
+                self._idle.park(recording_id, handle.fd, handle.size)
                 handle.fd = None  # the reference now belongs to the idle LRU
             handle.close()
 
@@ -408,7 +405,7 @@ class ContentManager:
         for rid in recording_ids:
             self._sealed.pop(rid, None)
             if self._unarchive(rid):
-                self._drop_idle(rid)  # a pruned file's blocks are freed on close
+                self._idle.drop(rid)  # a pruned file's blocks are freed on close
         return count, size
 
     async def prefetch(self, ref: ContentRef, priority: int = BACKGROUND) -> int:
@@ -473,8 +470,7 @@ class ContentManager:
             for handle in self._handles.values():
                 handle.close()
             self._handles.clear()
-            while self._idle:
-                self._idle.popitem()[1][0].release()
+            self._idle.close_all()
             if self._touched:
                 touched, self._touched = self._touched, {}
                 try:
@@ -778,32 +774,13 @@ class ContentManager:
 
     # -- idle descriptors and recency -------------------------------------------
 
-    def _park(self, rid: str, fd: SharedFd, size: int) -> None:
-        old = self._idle.pop(rid, None)
-        if old is not None:
-            old[0].release()
-        self._idle[rid] = (fd, size)
-        while len(self._idle) > self.idle_limit:
-            self._idle.popitem(last=False)[1][0].release()
+    @property
+    def idle_limit(self) -> int:
+        return self._idle.limit
 
-    def _unpark(self, rid: str) -> tuple[SharedFd, int] | None:
-        idle = self._idle.pop(rid, None)
-        if idle is None:
-            return None
-        fd, size = idle
-        # The lookup checks the size against the entry's tag; an fstat of an
-        # open descriptor (no disk I/O, ~1 us) keeps that check for parked ones.
-        if os.fstat(fd.fd).st_size != size:
-            fd.release()
-            return None
-        return idle
-
-    def _drop_idle(self, rid: str) -> None:
-        idle = self._idle.pop(rid, None)
-        if idle is not None:
-            # Inline close, as for the last reader of an evicted file: freeing
-            # an unlinked file's blocks is a quick metadata update.
-            idle[0].release()
+    @idle_limit.setter
+    def idle_limit(self, value: int) -> None:
+        self._idle.limit = value
 
     def _forget(self, rid: str) -> None:
         """The recording left the LRU cache (evicted, archived, or found gone)."""
@@ -811,7 +788,7 @@ class ContentManager:
         self._sealed.pop(rid, None)
         self._touched.pop(rid, None)
         if rid not in self._archived:
-            self._drop_idle(rid)
+            self._idle.drop(rid)
 
     def _touch(self, rid: str) -> None:
         if rid not in self._keys:
@@ -851,16 +828,6 @@ def _call(callback: Callable[[Any], None], arg: Any) -> None:
         callback(arg)
     except Exception:
         log.exception("content callback %s failed for %r", getattr(callback, "__name__", "?"), arg)
-
-
-def idle_fds() -> int:
-    """How many idle descriptors to keep: a quarter of RLIMIT_NOFILE, at most
-    IDLE_FDS_MAX (a cyclic re-read of N files only hits an LRU of >= N entries;
-    1,024 descriptors, a common soft limit, give 256)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        soft = 4 * IDLE_FDS_MAX
-    return max(16, min(IDLE_FDS_MAX, soft // 4))
 
 
 @dataclass(eq=False)
