@@ -698,14 +698,22 @@ class Vfs:
         nodes: dict[str, Node] = {}
         ids: dict[str, str] = {}
         deleted: set[str] = set()
+        recs: list[tuple[int, tuple[int, IndexedRecording, Node]]] = []
         for ir in self._index.recordings_between(lo, hi, include_deleted=self._all):
             if self._pending or self._provisional:
                 ir = self._overlay(ir)
             name = file_name(ir.recording, tz)
-            nodes[name] = self._file_node(ir)
+            node = nodes[name] = self._file_node(ir)
             ids[ir.recording_id] = name
+            recs.append((node.ino, (ir.start_ms, ir, node)))
             if ir.deleted:
                 deleted.add(ir.recording_id)
+        if len(recs) <= self._recs.maxsize // 2:
+            # What the opens of this day's files will ask for (`_recording`): from
+            # the listing's query, not one index query per first open (9% of the
+            # daemon reading a remounted day of 2,000 files).
+            for ino, rec in recs:
+                self._recs[ino] = rec
         calls = self._calls_bytes(d, ids, frozenset(deleted))
         nodes[CALLS_JSON] = Node(calls_json_ino(d), False, self._file_mode, 1, len(calls),
                                  self._mtime_of_day(d), self._uid, self._gid)

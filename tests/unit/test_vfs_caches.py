@@ -156,6 +156,8 @@ def test_day_listings_are_bounded_by_entries(idx: CountingIndex) -> None:
 
 
 def test_recording_cache_one_query_per_inode(idx: CountingIndex) -> None:
+    """The day listing fills the recording cache (its files' opens ask no query);
+    an inode met without its day listed costs one query, then none."""
     vfs = make_vfs(idx)
     ino = walk(vfs, R1).ino
     n = idx.queries["recording_by_rowid"]
@@ -163,10 +165,12 @@ def test_recording_cache_one_query_per_inode(idx: CountingIndex) -> None:
     assert vfs.recording(ino).recording_id == "R1"
     vfs.xattrs(ino)
     assert vfs.getattr(ino) == node
-    assert idx.queries["recording_by_rowid"] == n + 1
+    assert idx.queries["recording_by_rowid"] == n  # the listing's query sufficed
     vfs.invalidate_all()
+    vfs.getattr(ino)  # after a remount the kernel may ask for an inode before its day
+    vfs.recording(ino)
     vfs.getattr(ino)
-    assert idx.queries["recording_by_rowid"] == n + 2
+    assert idx.queries["recording_by_rowid"] == n + 1
 
 
 def test_recording_cache_bounded(idx: CountingIndex) -> None:
