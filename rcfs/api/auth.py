@@ -276,6 +276,15 @@ class Authenticator:
             log.info("access token refused (401); renewing it")
             return await self._renew(stale=used)
 
+    def _login_refused(self, exc: AuthError, refresh_cause: str | None) -> AuthError:
+        """The error of a refused JWT login (remembered for FAILURE_MEMORY), secrets redacted."""
+        msg = f"RingCentral refused the JWT login: {self.redact(str(exc))}"
+        if refresh_cause:
+            msg += f" (refresh before that: {refresh_cause})"
+        err = AuthError(msg)
+        self._failure, self._failed_at = err, trio.current_time()
+        return err
+
     async def _renew(self, stale: str | None) -> str:
         now = trio.current_time()
         if self._failure is not None and now - self._failed_at < FAILURE_MEMORY:
@@ -306,11 +315,7 @@ class Authenticator:
             try:
                 new = await self._grant({"grant_type": JWT_GRANT, "assertion": self._creds.jwt})
             except AuthError as exc:
-                msg = f"RingCentral refused the JWT login: {self.redact(str(exc))}"
-                if refresh_cause:
-                    msg += f" (refresh before that: {refresh_cause})"
-                err = AuthError(msg)
-                self._failure, self._failed_at = err, trio.current_time()
+                err = self._login_refused(exc, refresh_cause)
                 self._token = None
                 await self._store.clear()
                 raise err from None

@@ -266,16 +266,20 @@ class GroupLimiter:
                     waiter.event = trio.Event()
                     await waiter.event.wait()
         except BaseException:
-            q = self._queues[waiter.priority]
-            if waiter in q:
-                was_head = self._head() is waiter
-                q.remove(waiter)
-                if was_head:
-                    self._wake_head()
+            self._withdraw(waiter)
             raise
         finally:
             if urgency is not None:
                 urgency._waiting.remove((self, waiter))
+
+    def _withdraw(self, waiter: _Waiter) -> None:
+        """A waiter that gives up (cancelled, or its request failed) leaves its queue."""
+        q = self._queues[waiter.priority]
+        if waiter in q:
+            was_head = self._head() is waiter
+            q.remove(waiter)
+            if was_head:
+                self._wake_head()
 
     def _count_admission(self, priority: Priority) -> None:
         if priority is Priority.BULK:

@@ -243,12 +243,7 @@ class SharedGroupLimiter(GroupLimiter):
                 with trio.move_on_at(t):
                     await waiter.event.wait()
         except BaseException:
-            q = self._queues[waiter.priority]
-            if waiter in q:
-                was_head = self._head() is waiter
-                q.remove(waiter)
-                if was_head:
-                    self._wake_head()
+            self._withdraw(waiter)
             if marked:
                 self._submit_release(member, "iwait")
             raise

@@ -323,11 +323,7 @@ class SharedAuthenticator(Authenticator):
             try:
                 new = await self._grant({"grant_type": JWT_GRANT, "assertion": self._creds.jwt})
             except AuthError as exc:
-                msg = f"RingCentral refused the JWT login: {self.redact(str(exc))}"
-                if refresh_cause:
-                    msg += f" (refresh before that: {refresh_cause})"
-                err = AuthError(msg)
-                self._failure, self._failed_at = err, trio.current_time()
+                err = self._login_refused(exc, refresh_cause)
                 self._token, self._gen = None, None
                 raise err from None
             self.logins += 1
