@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 API = "/restapi/v1.0"
 MAX_REDIRECTS = 5
+STALE_ADMISSION = 0.25  # seconds a request may wait for its token lease on its admitted slot
 CONTENT_OP = "readCallRecordingContent"
 _REDIRECTS = (301, 302, 303, 307, 308)
 SYNC_RECORD_COUNT = 250
@@ -299,7 +300,14 @@ class RingCentralClient:
                         continue
                 # A shared session holds a lease on the token until the response
                 # headers, so no peer's refresh supersedes it in flight (shared/session.py).
+                leasing = trio.current_time()
                 async with self._auth.use(usable) as token:
+                    if trio.current_time() - leasing > STALE_ADMISSION:
+                        # A peer's refresh kept us waiting: the slot was admitted for
+                        # then, and requests held back by a refresh and sent together
+                        # would crowd the server's window. Queue again for a fresh one.
+                        ticket.unsend()
+                        continue
                     hdrs = dict(headers or {})
                     hdrs["Authorization"] = f"Bearer {token}"
                     resp = await self._exchange(

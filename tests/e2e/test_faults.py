@@ -153,6 +153,9 @@ def test_kill_9_during_downloads(tmp_path: Path) -> None:
         with mounted(emu, tmp_path, "--cache-dir", str(cache)) as m:
             files = recordings(m.path)
             verify_files(emu, files[:4])
+            # Their commits (hash, fsync, row) follow the last byte in a worker thread;
+            # an fsync on a busy disk can take seconds.
+            wait_for(lambda: m.status()["cache"]["entries"] >= 4, 60, "the four commits")
             # Downloads that break mid-body and wait before resuming: partial files with bytes.
             faults(emu, reset=0.9, latency="2s")
             outs = [tmp_path / f"out{i}" for i in range(8)]
