@@ -243,15 +243,7 @@ class GroupLimiter:
                     t = self.next_send_time(now)
                     if t <= now:
                         # No checkpoint between here and return: admission is atomic.
-                        self._queues[waiter.priority].remove(waiter)
-                        self._count_admission(waiter.priority)
-                        bisect.insort(self._log, now)
-                        self.in_flight += 1
-                        self.sent += 1
-                        if now - queued_at >= WAIT_NOTICE:
-                            self.waits += 1
-                            self.waited += now - queued_at
-                        self._wake_head()
+                        self._admit(waiter, now, queued_at)
                         return Ticket(self, now, op)
                     if not told and waiter.priority is Priority.INTERACTIVE and t - now >= WAIT_NOTICE:
                         told = True
@@ -271,6 +263,18 @@ class GroupLimiter:
         finally:
             if urgency is not None:
                 urgency._waiting.remove((self, waiter))
+
+    def _admit(self, waiter: _Waiter, now: float, queued_at: float) -> None:
+        """The head waiter gets its slot now (no checkpoint: admission is atomic)."""
+        self._queues[waiter.priority].remove(waiter)
+        self._count_admission(waiter.priority)
+        bisect.insort(self._log, now)
+        self.in_flight += 1
+        self.sent += 1
+        if now - queued_at >= WAIT_NOTICE:
+            self.waits += 1
+            self.waited += now - queued_at
+        self._wake_head()
 
     def _withdraw(self, waiter: _Waiter) -> None:
         """A waiter that gives up (cancelled, or its request failed) leaves its queue."""

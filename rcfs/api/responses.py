@@ -90,18 +90,9 @@ def retry_after_header(headers: httpx.Headers) -> float | None:
 
 
 def retry_after(headers: httpx.Headers) -> float:
-    raw = headers.get("retry-after")
-    if raw is None:
-        return DEFAULT_RETRY_AFTER
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-        return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return DEFAULT_RETRY_AFTER
+    """Seconds a 429 asks for: its Retry-After, else DEFAULT_RETRY_AFTER."""
+    seconds = retry_after_header(headers)
+    return DEFAULT_RETRY_AFTER if seconds is None else seconds
 
 
 def error_for(

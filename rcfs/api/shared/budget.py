@@ -218,20 +218,12 @@ class SharedGroupLimiter(GroupLimiter):
                         self.fallback_sent += 1
                 if slot is not None:
                     # No checkpoint between here and return: admission is atomic.
-                    self._queues[waiter.priority].remove(waiter)
-                    self._count_admission(waiter.priority)
                     self._prune(now)
                     cut = bisect.bisect_right(self._own, now - 2 * self.window - 1.0)
                     if cut:
                         del self._own[:cut]
-                    bisect.insort(self._log, now)
                     self._own.append(now)
-                    self.in_flight += 1
-                    self.sent += 1
-                    if now - queued_at >= WAIT_NOTICE:
-                        self.waits += 1
-                        self.waited += now - queued_at
-                    self._wake_head()
+                    self._admit(waiter, now, queued_at)
                     marked = False
                     return Ticket(self, now, op, shared=slot)
                 if not told and waiter.priority is Priority.INTERACTIVE and t - now >= WAIT_NOTICE:
