@@ -45,6 +45,7 @@ from .conftest import (
     rcfs_env,
     require_fuse,
     run_emulator,
+    unmount,
     wait_for,
 )
 
@@ -279,15 +280,7 @@ def test_sd_notify_ready_only_when_listable_then_stopping(emulator: EmulatorProc
             assert proc.wait(30) == 0
             assert not is_mounted(mp)
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
-            if is_mounted(mp):
-                subprocess.run(["fusermount3", "-u", "-z", str(mp)], check=False)
+            unmount(mp, proc)
 
 
 def test_sd_notify_from_a_daemonizing_mount_names_the_daemon(
