@@ -53,8 +53,10 @@ class IdleFds(OrderedDict[str, tuple[SharedFd, int]]):
             return None
         fd, size = idle
         # A lookup checks the size against the entry's tag; an fstat of an open
-        # descriptor (no disk I/O, ~1 us) keeps that check for parked ones.
-        if os.fstat(fd.fd).st_size != size:
+        # descriptor (no disk I/O, ~1 us) keeps that check for parked ones, and
+        # notices a file removed behind rcfs's back (looked up, so fetched again).
+        st = os.fstat(fd.fd)
+        if st.st_size != size or st.st_nlink == 0:
             fd.release()
             return None
         return idle

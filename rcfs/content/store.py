@@ -482,7 +482,12 @@ class Store:
         path = os.path.join(self.cache.directory, filename)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:  # deleted (evicted) since the SELECT
+        except FileNotFoundError:  # evicted since the SELECT, or removed behind our back
+            # Drop the row if it still names that file, so nothing (rcfs verify, a
+            # backup reading the cache) counts it as an entry until it is fetched again.
+            self.cache._sql("DELETE FROM Cache WHERE key = ? AND raw = 1 AND filename = ?",
+                            (recording_id, filename))
+            self._unseal([recording_id])
             return None
         size = os.fstat(fd).st_size
         if not isinstance(tag, int) or size != tag:

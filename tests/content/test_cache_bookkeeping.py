@@ -191,6 +191,27 @@ async def test_parked_file_truncated_behind_our_back_is_not_served(tmp_path: Pat
             manager.release("41")
 
 
+async def test_parked_file_removed_behind_our_back_is_fetched_again(tmp_path: Path) -> None:
+    """Not served from the parked descriptor of a removed file: its row is dropped
+    (nothing counts it as cached) and the next open downloads it again."""
+    source = FakeSource()
+    ref = add(source, "42")
+    data = source.plans[ref.content_uri].data
+    with trio.fail_after(10):
+        async with running(tmp_path, source) as (manager, _):
+            await manager.prefetch(ref)
+            await open_read_release(manager, ref)
+            assert "42" in manager._idle
+            (val,) = (tmp_path / "cache").rglob("*.val")
+            val.unlink()
+            info = await manager.open(ref)
+            assert not info.complete
+            assert "42" not in db_keys(manager)  # the dangling row is gone at once
+            assert await read_all(manager, "42", SIZE) == data
+            manager.release("42")
+            assert len(source.calls) == 2
+
+
 async def test_recency_of_idle_opens_reaches_diskcache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
