@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,15 @@ from rcfs.emulator.testing import client_env
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 HERE = Path(__file__).resolve().parent
+# Generous limits for everything that is not about rate limits: the emulator
+# still sends the headers, which rcfs follows (with "off" it would fall back
+# to RingCentral's defaults, 10 Heavy requests a minute).
+FAST = "heavy=100000/1s,medium=100000/1s,light=100000/1s,auth=100000/1s"
+
+
+def iso(dt: datetime) -> str:
+    """The call log's time format, for the emulator's `add_calls` and `long`."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 class Reaper:
