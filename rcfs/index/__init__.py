@@ -1,9 +1,13 @@
 """The persistent SQLite index of the call log (design: `rcfs.index.store`).
 
-Modules: `store` (the `Index`: connections, writes, queries), `check` (the
-check at open, damaged files moved aside, sqlite3 errors as domain errors),
-`schema` (DDL, version, migrations), `rows` (the row types), `coverage`
-(which spans of time are indexed). This module re-exports the public names.
+Modules: `store` (the `Index`: connections, transactions, error reporting,
+the coverage it holds, and the methods every caller uses), `writes` (every
+statement that changes rows: what a call-log record does to the index, the
+deleted and archive flags, exact sizes, meta), `queries` (every read, and how
+days are found), `check` (the check at open, damaged files moved aside, sqlite3
+errors as domain errors), `schema` (DDL, version, migrations), `rows` (the row
+types), `coverage` (which spans of time are indexed). This module re-exports
+the public names.
 """
 
 from __future__ import annotations

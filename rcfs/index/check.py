@@ -30,7 +30,8 @@ moves the file aside even if quick_check finds nothing (an index that
 disagrees with its table). `failure` turns any `sqlite3.DatabaseError` into
 one of the errors below, whose messages name the file.
 
-Must not: import trio or pyfuse3; know what the tables hold (store.py).
+Must not: import trio or pyfuse3; know what the tables hold (store.py,
+writes.py, queries.py).
 """
 
 from __future__ import annotations
