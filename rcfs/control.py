@@ -2,7 +2,7 @@
 
 Owns: the socket (its path, permissions and lifetime), the wire protocol and
 the client helper the CLI uses. What a command does belongs to its handler
-(mount.py wires `refresh`, `prefetch`, `prune_deleted`, `status`).
+(mount/commands.py wires `refresh`, `prefetch`, `prune_deleted`, `status`).
 
 Protocol. The client connects, writes one JSON object per line,
 `{"cmd": "refresh"}`, and reads one JSON object per line back, in order:

@@ -191,7 +191,7 @@ def test_an_automount_point_is_mounted_over_never_listed(
 ) -> None:
     """x-systemd.automount: the mountpoint is systemd's autofs trigger. Listing it from
     the mount helper would wait for the very mount being made."""
-    from rcfs import mount
+    from rcfs.mount import mountpoint as mount
 
     mp = tmp_path / "mnt"
     mp.mkdir()

@@ -11,7 +11,8 @@ from typing import Any
 import trio
 
 from rcfs.connection import Link
-from rcfs.mount import NOTIFY_STATUS_SECONDS, Notifier, _announce, _summary
+from rcfs.mount import NOTIFY_STATUS_SECONDS, Notifier
+from rcfs.mount.notify import announce, status_summary
 
 
 class Recorder:
@@ -36,7 +37,7 @@ async def test_ready_then_a_status_line_whenever_progress_changes(
         return last[0]
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_announce, tmp_path, notifier, summary)
+        nursery.start_soon(announce, tmp_path, notifier, summary)
         while not systemd.sent:  # the listing runs in a thread, in real time
             await trio.sleep(0.001)
         await trio.sleep(4 * NOTIFY_STATUS_SECONDS + 1)
@@ -55,10 +56,10 @@ def test_status_line_names_index_archive_and_offline() -> None:
     progress = {"complete": False, "days_indexed": 3, "days_total": 91, "eta_s": 600}
     archive = {"enabled": True, "pending": 10, "done": 5, "bytes": 1000, "rate_per_min": 10,
                "eta_s": 60, "at_risk": 0, "lost": 0}
-    line = _summary({"recordings": 42}, progress, archive, link)
+    line = status_summary({"recordings": 42}, progress, archive, link)
     assert line.startswith("serving 42 recordings; indexed 3 of 91 days, about 10 min left")
     assert "archive: 10 pending" in line and "offline" not in line
     link.lost("cannot reach RingCentral (no answer within 10 s)")
-    line = _summary({"recordings": 42}, {"complete": True}, {"enabled": False}, link)
+    line = status_summary({"recordings": 42}, {"complete": True}, {"enabled": False}, link)
     assert line == ("serving 42 recordings; offline, retrying: cannot reach RingCentral "
                     "(no answer within 10 s); call log indexed")

@@ -1,33 +1,5 @@
-"""The mount's lifecycle: log in, index, serve, poll, unmount.
-
-`mount.py` owns the long-lived nursery (STYLE.md): the content manager's
-downloads, the rest of the index (`backfill.py`), the archive
-(`archive.py`), the refresher (`freshness.py`), the prefetcher
-(`prefetch.py`), the control socket (`control.py`), kernel invalidations and
-the signal watcher all run in it, and it is cancelled when the FUSE main
-loop ends. Before the index is opened, the daemon takes the account's and the
-cache directory's mount locks (`mountlock.py`: a second mount is refused) and
-checks the index (`index/check.py`: a damaged one is moved aside and rebuilt).
-Before the tree is served, only the newest part of the call log
-is indexed (`Backfill.prefill`, a couple of seconds at most). The lifecycle is
-`pyfuse3.init → pyfuse3.main → pyfuse3.close`; `close(unmount=False)` on the
-error path, followed by a lazy unmount so no dead mount is left behind.
-
-The daemon reports readiness through `Notifier`: the foreground CLI prints it,
-the daemonizing parent reads it from a pipe (see `cli/commands.py`), and a
-systemd `Type=notify` unit hears it through sd_notify (`sdnotify.py`): STATUS=
-lines while indexing, READY=1, a STATUS= line every `NOTIFY_STATUS_SECONDS`
-while the index or the archive progresses, STOPPING=1 at unmount. Ready means
-listable: once mounted, the daemon lists its own root through the kernel
-(`_announce`) and only then says so, so mount(8), a daemonizing `rcfs mount`
-and systemd return to a tree that answers.
-
-Without the network at start, a mount that has an index of an earlier mount
-serves it offline and reconnects in the background (`connection.py`); a
-plain `umount` ends the daemon as `rcfs umount` does (the FUSE main loop ends,
-the daemon unregisters and exits 0). Under an x-systemd.automount unit the
-mountpoint is an autofs trigger, which is mounted over, never listed.
-"""
+"""The daemon's lifecycle (`serve`): log in, index, serve, poll, unmount; see the
+package's docstring (rcfs/mount/__init__.py) for the whole story."""
 
 from __future__ import annotations
 
@@ -36,9 +8,6 @@ import json
 import logging
 import os
 import signal
-import stat
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,12 +21,12 @@ import trio
 from rcfs import mountlock
 from rcfs.api import RingCentralClient, default_token_path
 from rcfs.api.retry import retry_observer
-from rcfs.archive import Archiver, summary_line
+from rcfs.archive import Archiver
 from rcfs.backfill import Backfill
 from rcfs.config import Credentials, cache_root, ensure_private_dir, state_dir
 from rcfs.connection import Link, OfflineAware, log_in
-from rcfs.content import ContentManager, ContentRef
-from rcfs.control import ControlServer, Handler, remove_stale, socket_path
+from rcfs.content import ContentManager
+from rcfs.control import ControlServer, remove_stale, socket_path
 from rcfs.errors import ConfigError, RcfsError
 from rcfs.freshness import Freshness
 from rcfs.fuse_ops import DeferredInvalidation, Operations
@@ -65,12 +34,14 @@ from rcfs.index import Index, UpsertResult
 from rcfs.metrics import StatusCollector, serve_metrics
 from rcfs.prefetch import Prefetcher
 from rcfs.previews import PreviewGuard
-from rcfs.registry import FSTYPE, mount_at, real_mountpoint, register, unregister
-from rcfs.sdnotify import SdNotify
+from rcfs.registry import real_mountpoint, register, unregister
 from rcfs.status import ErrorLog, status_document
-from rcfs.units import fmt_duration
 from rcfs.vfs import Vfs
 from rcfs.web import WebApp, serve_web
+
+from .commands import control_commands
+from .mountpoint import lazy_unmount
+from .notify import Notifier, announce, logs_to_terminal, status_summary
 
 log = logging.getLogger(__name__)
 
@@ -97,110 +68,6 @@ class MountOptions:
     web: tuple[str, int] | None = None  # serve the web player on (host, port)
     redis_url: str | None = None  # share session and budget (--redis; None: RCFS_REDIS_URL/config)
     fuse: bool = True  # False: `rcfs serve`, the daemon without a FUSE mount
-
-
-class Notifier:
-    """Where progress and readiness go: stderr in the foreground, a pipe when daemonized,
-    and systemd (sd_notify: READY=1, STATUS=, STOPPING=1) when it runs the foreground
-    process as a Type=notify service."""
-
-    def __init__(
-        self, fd: int | None = None, *, verbose: bool = True, systemd: SdNotify | None = None,
-    ) -> None:
-        self._fd = fd
-        self._verbose = verbose
-        self._systemd = systemd
-        self._stopping = False
-        self.served = False  # the tree was served (ready was said)
-        self.mounted = False  # the kernel has the mount (a Ctrl-C now unmounts it cleanly)
-
-    def _send(self, line: str) -> None:
-        if self._fd is not None:
-            try:
-                os.write(self._fd, (line + "\n").encode())
-            except OSError:
-                self._fd = None  # the parent went away; keep serving
-        elif self._verbose:
-            print(line.split(" ", 1)[1] if " " in line else line, file=sys.stderr, flush=True)
-
-    def progress(self, text: str) -> None:
-        self._send("progress " + text)
-        self.status(text)
-
-    def status(self, text: str) -> None:
-        """A status line for the service manager only (`systemctl status` shows it)."""
-        if self._systemd is not None:
-            self._systemd.send(STATUS=text)
-
-    def ready(self, text: str) -> None:
-        self.served = True
-        self._send("ready " + text)
-        self._close()
-        if self._systemd is not None:
-            self._systemd.send(READY=1, STATUS=text)
-
-    @property
-    def speaks_systemd(self) -> bool:
-        return self._systemd is not None
-
-    def stopping(self) -> None:
-        if self._systemd is not None and not self._stopping:
-            self._stopping = True
-            self._systemd.send(STOPPING=1, STATUS="unmounting")
-
-    def failed(self, reason: str) -> None:
-        if self._fd is not None:  # in the foreground the caller prints it, once
-            self._send("error " + reason)
-        self._close()
-        self.status(f"failed: {reason}")
-
-    def _close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-NOTIFY_STATUS_SECONDS = 30.0  # STATUS= to systemd while indexing or archiving
-
-
-def logs_to_terminal() -> bool:
-    """Whether the log goes to stderr (a foreground mount without --log-file)."""
-    return any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-               and getattr(h, "stream", None) in (sys.stderr, sys.__stderr__)
-               for h in logging.getLogger().handlers)
-
-
-def check_mountpoint(path: Path) -> None:
-    """Refuse what cannot be mounted on, with a one-line reason."""
-    if not os.path.exists("/dev/fuse"):
-        raise ConfigError("FUSE is unavailable: /dev/fuse is missing (load the fuse module)")
-    if _automount_point(path):
-        # x-systemd.automount: systemd mounts rcfs on top of its autofs trigger, when
-        # something first enters it. Listing the trigger from here would wait for the
-        # very mount being made (stat, and mount(2) itself, do not trigger it).
-        return
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise ConfigError(f"mountpoint {path} does not exist") from None
-    except OSError as exc:
-        if exc.errno == 107:  # ENOTCONN
-            raise ConfigError(
-                f"mountpoint {path} is a dead mount; clear it with: rcfs umount {path}"
-            ) from None
-        raise ConfigError(f"mountpoint {path}: {exc.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise ConfigError(f"mountpoint {path} is not a directory")
-    if os.path.ismount(path):
-        raise ConfigError(f"mountpoint {path} is busy: something is already mounted there")
-    if any(path.iterdir()):
-        raise ConfigError(f"mountpoint {path} is not empty")
-
-
-def _automount_point(path: Path) -> bool:
-    """Whether the topmost mount at `path` is an autofs trigger (from mountinfo: no stat)."""
-    entry = mount_at(real_mountpoint(path))
-    return entry is not None and entry.fstype == "autofs"
 
 
 def _account_dir_name(account_id: str) -> str:
@@ -408,7 +275,7 @@ async def _serve_tree(
                 await nursery.start(link.reconnect, client, errors,
                                     functools.partial(_back_online, fresh, backfill))
             remove_stale(acct_state)
-            commands = _commands(fresh, prefetcher, status, content, index, link, web)
+            commands = control_commands(fresh, prefetcher, status, content, index, link, web)
             await nursery.start(ControlServer(control_path, commands).run)
 
         if not opts.fuse:
@@ -434,9 +301,9 @@ async def _serve_tree(
 
             def summary() -> str:
                 archive = archiver.snapshot() if archiver is not None else {}
-                return _summary(index.stats(), backfill.snapshot(), archive, link)
+                return status_summary(index.stats(), backfill.snapshot(), archive, link)
 
-            nursery.start_soon(_announce, opts.mountpoint, notifier, summary)
+            nursery.start_soon(announce, opts.mountpoint, notifier, summary)
             await pyfuse3.main()
             clean = True
             if signalled.is_set():
@@ -474,59 +341,6 @@ async def _serve_without_fuse(
         nursery.cancel_scope.cancel()
         with trio.CancelScope(shield=True):
             await content.aclose()
-
-
-async def _announce(mountpoint: Path, notifier: Notifier, summary: Callable[[], str]) -> None:
-    """Say the mount is ready once its tree answers; then keep systemd's STATUS current."""
-    # Ready (to systemd, to a daemonizing parent, to mount(8)) only once the tree is
-    # listable: list its root through the kernel as any client would, answered by
-    # the FUSE main loop that runs beside this task.
-    # From a child process, never a thread of ours: killed (-9) while a thread of its
-    # own waits in the kernel on its own mount, a daemon could never exit (the request
-    # waits for an answer only it could give), leaving a mount that hangs every reader.
-    probe = await trio.run_process(
-        [sys.executable, "-I", "-S", "-c", "import os, sys; os.listdir(sys.argv[1])",
-         os.fspath(mountpoint)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, capture_stderr=True, check=False)
-    if probe.returncode != 0:
-        said = probe.stderr.decode(errors="replace").strip().splitlines()
-        log.warning("listing %s once mounted failed: %s", mountpoint, said[-1] if said else "?")
-
-    def line() -> str:
-        try:
-            return summary()
-        except Exception as exc:  # e.g. a damaged index: the mount goes on all the same
-            log.debug("no status line: %r", exc)
-            return "serving"
-
-    last = line()
-    notifier.ready(f"mounted {mountpoint}: {last}")
-    if not notifier.speaks_systemd:
-        return
-    while True:
-        await trio.sleep(NOTIFY_STATUS_SECONDS)
-        text = line()
-        if text != last:
-            notifier.status(text)
-            last = text
-
-
-def _summary(stats: dict[str, Any], progress: dict[str, Any], archive: dict[str, Any],
-             link: Link) -> str:
-    """One line for systemd's STATUS=: what is served, offline or not, index and archive."""
-    parts = [f"serving {stats.get('recordings', 0)} recordings"]
-    if not link.online:
-        parts.append(f"offline, retrying: {link.error}")
-    if progress.get("complete"):
-        parts.append("call log indexed")
-    else:
-        eta = progress.get("eta_s")
-        parts.append(f"indexed {progress.get('days_indexed', 0)} of "
-                     f"{progress.get('days_total', 0)} days"
-                     + (f", about {fmt_duration(eta)} left" if eta else ""))
-    if archive.get("enabled"):
-        parts.append("archive: " + summary_line(archive))
-    return "; ".join(parts)
 
 
 def _back_online(fresh: Freshness, backfill: Backfill, reconnected: bool) -> None:
@@ -574,54 +388,6 @@ def _os_error(exc: BaseException) -> OSError | None:
     return None
 
 
-def _commands(
-    fresh: Freshness, prefetcher: Prefetcher, status: Callable[[], bytes],
-    content: ContentManager, index: Index, link: Link, web: WebApp | None = None,
-) -> dict[str, Handler]:
-    """The control socket's commands (see control.py for the protocol)."""
-
-    async def refresh(msg: dict[str, Any]) -> dict[str, Any]:
-        result = await fresh.refresh()
-        link.reached()
-        return result
-
-    async def prefetch(msg: dict[str, Any]) -> dict[str, Any]:
-        since, until = _time_arg(msg, "since"), _time_arg(msg, "until")
-        return {"queued": await prefetcher.queue(since, until)}
-
-    async def prune_deleted(msg: dict[str, Any]) -> dict[str, Any]:
-        return await fresh.prune_deleted()
-
-    async def get_status(msg: dict[str, Any]) -> dict[str, Any]:
-        return {"status": json.loads(status())}
-
-    async def verify(msg: dict[str, Any]) -> dict[str, Any]:
-        def ref_of(recording_id: str) -> ContentRef | None:
-            ir = index.get_recording(recording_id)
-            return None if ir is None else ContentRef.of(ir)
-
-        return await content.verify(ref_of, repair=bool(msg.get("repair")))
-
-    async def web_sign_in(msg: dict[str, Any]) -> dict[str, Any]:
-        if web is None:
-            raise ConfigError("the web player is not enabled (mount with --web HOST:PORT)")
-        return await web.command(msg)
-
-    return {"refresh": refresh, "prefetch": prefetch, "prune_deleted": prune_deleted,
-            "status": get_status, "verify": verify, "web": web_sign_in}
-
-
-def _time_arg(msg: dict[str, Any], key: str) -> datetime | None:
-    value = msg.get(key)
-    if value is None:
-        return None
-    try:
-        when = datetime.fromisoformat(str(value))
-    except ValueError:
-        raise ConfigError(f"{key}: not an ISO 8601 time: {value!r}") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
 async def _watch_signals(
     fresh: Freshness, content: ContentManager, notifier: Notifier, signalled: trio.Event
 ) -> None:
@@ -644,35 +410,6 @@ async def _watch_signals(
             await content.aclose()
             # Keep receiving until the mount's nursery cancels this task: a
             # second Ctrl-C must not escape as a KeyboardInterrupt mid-unmount.
-
-
-def lazy_unmount(mountpoint: Path) -> bool:
-    """Detach a (possibly dead) rcfs mount; True if it is gone afterwards.
-
-    Only while the topmost mount there is rcfs's: under an x-systemd.automount
-    mount lies systemd's autofs trigger, which must stay."""
-    for cmd in (["fusermount3", "-u", "-z", str(mountpoint)], ["umount", "-l", str(mountpoint)]):
-        if not _rcfs_mounted(mountpoint):
-            return True
-        try:
-            subprocess.run(cmd, check=False, capture_output=True, timeout=15)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-    return not _rcfs_mounted(mountpoint)
-
-
-def _rcfs_mounted(mountpoint: Path) -> bool:
-    entry = mount_at(real_mountpoint(mountpoint))
-    return entry is not None and entry.fstype == FSTYPE
-
-
-def is_mounted(mountpoint: Path) -> bool:
-    target = os.path.realpath(mountpoint)
-    try:
-        with open("/proc/self/mounts") as f:
-            return any(line.split()[1] == target for line in f)
-    except OSError:
-        return os.path.ismount(mountpoint)
 
 
 def default_since(days: int = 90) -> datetime:
