@@ -93,7 +93,7 @@ def test_help_documents_every_mount_option() -> None:
 
 
 def test_domain_errors_are_found_inside_exception_groups() -> None:
-    from rcfs.cli.commands import _domain_error
+    from rcfs.cli.daemon import _domain_error
     from rcfs.errors import ConfigError
 
     inner = ConfigError("cannot mount on /x: busy")
@@ -103,7 +103,7 @@ def test_domain_errors_are_found_inside_exception_groups() -> None:
 
 
 def test_interrupts_are_recognised_inside_exception_groups() -> None:
-    from rcfs.cli.commands import is_interrupt
+    from rcfs.cli.daemon import is_interrupt
 
     assert is_interrupt(KeyboardInterrupt())
     assert is_interrupt(BaseExceptionGroup("n", [BaseExceptionGroup("m", [KeyboardInterrupt()])]))

@@ -14,7 +14,7 @@ is indexed (`Backfill.prefill`, a couple of seconds at most). The lifecycle is
 error path, followed by a lazy unmount so no dead mount is left behind.
 
 The daemon reports readiness through `Notifier`: the foreground CLI prints it,
-the daemonizing parent reads it from a pipe (see `cli/commands.py`), and a
+the daemonizing parent reads it from a pipe (see `cli/daemon.py`), and a
 systemd `Type=notify` unit hears it through sd_notify (`sdnotify.py`): STATUS=
 lines while indexing, READY=1, a STATUS= line every `NOTIFY_STATUS_SECONDS`
 while the index or the archive progresses, STOPPING=1 at unmount. Ready means

@@ -1,5 +1,5 @@
 """How the daemon says what it is doing: progress and readiness (`Notifier`) to the
-foreground terminal, to a daemonizing parent through a pipe (cli/commands.py)
+foreground terminal, to a daemonizing parent through a pipe (cli/daemon.py)
 and to systemd through sd_notify (`sdnotify.py`); `announce` says ready only
 once the tree answers, then keeps systemd's STATUS= line current.
 """
