@@ -7,14 +7,14 @@ request pipeline (rate limiter → bearer token → send → one renewal and res
 on 401 → domain error), the retry policy around idempotent requests, and the
 operations of docs/INTERFACES.md. Tokens travel only in the Authorization
 header, never in a URL, so httpx's own request logging cannot leak them.
+URLs (origins, secrets stripped) and transport failures as one line are
+`wire.py`'s.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import errno
-import ipaddress
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import trio
@@ -32,6 +32,7 @@ from rcfs.api.groups import Budget
 from rcfs.api.ratelimit import Priority, PriorityLike, RateLimiter, Ticket
 from rcfs.api.responses import ContentResponse, error_for, parse_json_object
 from rcfs.api.retry import RetryPolicy, retrying
+from rcfs.api.wire import is_loopback_host, origin, strip_secret_params, transport_reason
 from rcfs.config import Credentials
 from rcfs.errors import (
     AuthError,
@@ -52,8 +53,6 @@ STALE_ADMISSION = 0.25  # seconds a request may wait for its token lease on its 
 CONTENT_OP = "readCallRecordingContent"
 _REDIRECTS = (301, 302, 303, 307, 308)
 SYNC_RECORD_COUNT = 250
-# Never put these in a URL we send: the token belongs in the Authorization header.
-_SECRET_PARAMS = {"access_token", "refresh_token", "assertion", "client_secret"}
 
 
 @dataclass(frozen=True)
@@ -64,74 +63,10 @@ class SyncResult:
     full: bool
 
 
-def _origin(url: str) -> tuple[str, str, int]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    return scheme, (parts.hostname or "").lower(), port
-
-
 def _iso(dt: datetime) -> str:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def transport_reason(exc: httpx.TransportError, url: httpx.URL, timeout: httpx.Timeout) -> str:
-    """A failure to talk to a server as one line that always says something (httpx's
-    own message is empty for timeouts)."""
-    where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
-    detail = str(exc).strip()
-    if isinstance(exc, httpx.ConnectTimeout):
-        detail = f"no connection within {timeout.connect or 0:g} s"
-    elif isinstance(exc, httpx.ReadTimeout):
-        detail = f"connected, but no answer within {timeout.read or 0:g} s"
-    elif isinstance(exc, httpx.WriteTimeout | httpx.PoolTimeout):
-        detail = detail or "timed out"
-    elif isinstance(exc, httpx.ConnectError):
-        cause = _os_cause(exc)
-        if (cause is not None and cause.errno == errno.ECONNREFUSED) or "refused" in detail.lower():
-            detail = "connection refused"
-        elif cause is not None and cause.strerror:
-            detail = cause.strerror.lower()
-        detail = detail or "cannot connect"
-    return f"{where}: {type(exc).__name__} ({detail or 'no reason given'})"
-
-
-def _os_cause(exc: BaseException) -> OSError | None:
-    """The OSError under a transport error (trio and anyio wrap it, sometimes in groups)."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        e = todo.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno:
-            return e
-        if isinstance(e, BaseExceptionGroup):
-            todo.extend(e.exceptions)
-        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
-    return None
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _strip_secret_params(url: str) -> str:
-    parts = urlsplit(url)
-    if not parts.query:
-        return url
-    query = [
-        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() not in _SECRET_PARAMS
-    ]
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class RingCentralClient:
@@ -159,7 +94,7 @@ class RingCentralClient:
                       else Authenticator(creds, store, self._grant))
         pair = f"{creds.client_id}:{creds.client_secret}".encode()
         self._basic = "Basic " + base64.b64encode(pair).decode()
-        self._allowed = {_origin(creds.server_url), _origin(creds.media_url)}
+        self._allowed = {origin(creds.server_url), origin(creds.media_url)}
         self.call_log_scope: Literal["company", "extension"] = "company"
         self.last_failure: str | None = None  # the last transport failure, for start-up messages
 
@@ -215,17 +150,17 @@ class RingCentralClient:
         if url.startswith("/"):
             url = self._creds.server_url + url
         try:
-            origin = _origin(url)
+            found = origin(url)
         except ValueError:  # e.g. a port out of range
             raise BadResponse(f"{what}: unusable URL from the server") from None
-        if origin not in self._allowed:
+        if found not in self._allowed:
             # scheme://host:port only: a URL may carry credentials or tokens.
-            scheme, host, port = origin
+            scheme, host, port = found
             raise ForeignHostRefused(
                 f"{what}: refusing to contact {scheme}://{host or '?'}:{port}, which is neither "
                 f"the platform ({self._creds.server_url}) nor the media host ({self._creds.media_url})"
             )
-        return _strip_secret_params(url)
+        return strip_secret_params(url)
 
     def _platform_url(self, uri: str) -> str:
         """A URI the platform returned (navigation): keep path and query, on our server."""
@@ -340,7 +275,7 @@ class RingCentralClient:
 
     def _foreign(self, url: str) -> bool:
         try:
-            return _origin(url) not in self._allowed
+            return origin(url) not in self._allowed
         except ValueError:
             return True
 
@@ -352,13 +287,13 @@ class RingCentralClient:
         rate-limited (the media request that redirected here was)."""
         while True:
             parts = urlsplit(url)
-            loopback = _is_loopback_host(parts.hostname or "")
+            loopback = is_loopback_host(parts.hostname or "")
             if parts.scheme != "https" and not (parts.scheme == "http" and loopback
                                                 and self._creds.is_loopback):
                 raise ForeignHostRefused(
                     f"{op}: refusing a redirect to {parts.scheme}://{parts.hostname or '?'} "
                     "(only https is followed outside RingCentral's hosts)")
-            request = self._http.build_request("GET", _strip_secret_params(url), headers=headers)
+            request = self._http.build_request("GET", strip_secret_params(url), headers=headers)
             try:
                 resp = await self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
