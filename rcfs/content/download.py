@@ -42,7 +42,8 @@ from rcfs.api import Urgency
 from rcfs.api.retry import DEFAULT_POLICY, RetryPolicy
 from rcfs.errors import BadResponse, CacheFull, RcfsError, TemporaryFailure
 
-from .store import PARTIAL_FLAGS, Store
+from .layout import PARTIAL_FLAGS
+from .store import Store
 from .types import ContentResponse, ContentSource
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,11 @@ partial file it writes, the diskcache that keeps complete files across mounts,
 and the open descriptors that reads are served from. It knows nothing of
 FUSE, inodes or names (`fuse_ops` calls it with recording ids) and nothing of
 HTTP (it consumes `ContentSource.stream_content`, whose errors are already
-rcfs.errors domain errors). It must not import pyfuse3 or httpx.
+rcfs.errors domain errors). It must not import pyfuse3 or httpx. Two
+concerns are parts of their own, composed into it: its book of what is
+cached (`CacheBook`, bookkeeping.py: commits, evictions, archive moves,
+recency) and the check of cached bytes against their digests (`Verifier`,
+verify.py).
 
 Single flight (S3QL's in-flight map). `_inflight` maps a recording id to its
 one `Download`. `open`, `read` and `prefetch` join the download in flight or
@@ -42,11 +46,10 @@ into diskcache, whose row is committed after the file is in place
 keep their descriptor: there is no switch-over moment. After a crash an entry
 is complete or absent, and stale partial files go when the next manager
 starts. Eviction is LRU against `size_limit` (`Store._evict_to_limit`); an
-evicted file stays readable through descriptors already open. Group commit:
-downloads that finish while a commit runs queue up, and the next one commits
-them all in one thread hop (still one row, one transaction per recording).
-The key set (`is_cached`) and the volume are kept from what commits report
-(the evicted keys): one full scan at `create`, none per commit.
+evicted file stays readable through descriptors already open. Downloads that
+finish while a commit runs share the next one, and the key set (`is_cached`)
+and the volume are kept from what commits report, not scanned (group commit:
+bookkeeping.py).
 
 Idle descriptors. After the last release of a complete file its descriptor
 is parked in an LRU (`_idle`, `idle.py`), so opening it again
@@ -54,19 +57,15 @@ is parked in an LRU (`_idle`, `idle.py`), so opening it again
 thread: no lookup, no thread hop. An entry leaves it, closed, when the LRU
 overflows, when the recording is evicted from the cache, archived or pruned,
 so `is_cached` stays true and an evicted file's blocks are freed. Recency for
-LRU eviction is recorded per open (`_touched`, wall time) and written in
-batches: by the next commit just before it evicts, by a background task
-`_TOUCH_DELAY` seconds after an open, and at `aclose`; a lookup no longer
-writes diskcache on every open.
+LRU eviction is recorded per open and written in batches (bookkeeping.py's
+"Recency"); a lookup no longer writes diskcache on every open.
 
-Reads. A complete file is served by `os.pread` on a descriptor kept open per
-recording (refcounted by open/release), inline on the trio thread: STYLE.md's
-measured exception (a pread of page-cached data is ~2x faster than a thread
-hop). Reads of a growing file pread bytes that just arrived and are in the
-page cache, so the same reasoning holds. Everything else that touches the
-disk (diskcache, file creation, fsync, truncation, unlink) goes through
-`trio.to_thread.run_sync`. Appending a chunk is inline too, by measurement
-(see `Download._append`).
+Reads. A complete file, and the bytes of a growing one that just arrived,
+are served by `os.pread` inline on the trio thread, by measurement
+(`Handle.read`, handle.py's essay: one `Handle` per open recording).
+Everything else that touches the disk (diskcache, file creation, fsync,
+truncation, unlink) goes through `trio.to_thread.run_sync`. Appending a
+chunk is inline too, by measurement (see `Download._append`).
 
 Archive. A recording deleted upstream is moved out of the LRU-evicted
 cache by `archive` (see `store.py`) and served from there; `prune_archive`
@@ -77,13 +76,10 @@ Integrity. Each commit hashes the file (BLAKE2b-512, `integrity.py`) and
 reports the size as final with its digest (`on_exact_size(..., final=True)`);
 sizes from response headers are reported as provisional, and a download
 that fails leaves them unconfirmed (the tree forgets them). The first open
-of a cached entry in a mount checks it before serving a byte: a file that
-still matches its seal for the digest the index holds (`ContentRef.digest`;
-seals.py) is opened inline at once (`_open_sealed`); any other is read and
-hashed in a thread and compared with that digest (`_lookup_checked`): a damaged
-entry is moved to `damaged/` (`Store.quarantine`), reported (`on_damaged`),
-and fetched again, or, gone upstream, answered with `Damaged` (EIO).
-`verify.py` does the same for every entry (`rcfs verify`). Who still wants a
+of a cached entry in a mount checks it against its seal or its digest
+before serving a byte; a damaged entry is taken out of service and fetched
+again, or, gone upstream, answered with `Damaged` (EIO); `rcfs verify` does
+the same for every entry (verify.py's essay). Who still wants a
 download (`_wanting`: opens, prefetches, the archive; `_handles`: open
 files) decides whether a failed one is resumed, and whether one too big for
 the disk is streamed through to readers (download.py's essay).
@@ -99,73 +95,30 @@ download. Each failure is logged once, by the download, with its cause.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from rcfs.api import Urgency
-from rcfs.errors import CacheFull, Damaged, NotFound, TemporaryFailure
+from rcfs.errors import CacheFull, NotFound, TemporaryFailure
 
+from .bookkeeping import CacheBook
 from .download import Download, DownloadStats, SharedFd, State
+from .handle import Handle
 from .idle import IdleFds
 from .integrity import max_plausible_size
-from .seals import trust_key
-from .store import Committed, Found, Store, ToCommit
-from .types import BACKGROUND, INTERACTIVE, ContentRef, ContentSource, OpenInfo, SizeReport
-from .verify import verify_all
+from .store import Store
+from .types import BACKGROUND, INTERACTIVE, ContentRef, ContentSource, OpenInfo, SizeReport, call_back
+from .verify import Verifier, verify_all
 
 log = logging.getLogger(__name__)
 
 _CLOSE_TIMEOUT = 10.0  # seconds aclose waits for cancelled downloads to clean up
-_TOUCH_DELAY = 5.0  # seconds: recency of opens reaches diskcache within this
-
-
-@dataclass
-class _Handle:
-    """The open state of one recording, shared by all its open file handles."""
-
-    ref: ContentRef
-    refs: int = 0
-    fd: SharedFd | None = None  # the file being read: partial or complete
-    download: Download | None = None  # None once the file is complete
-    size: int = 0
-
-    def attach_complete(self, fd: SharedFd, size: int) -> None:
-        self._drop_fd()
-        self.fd, self.size, self.download = fd, size, None
-
-    def attach_download(self, download: Download) -> None:
-        if self.download is download:
-            return
-        assert download.total is not None
-        self._drop_fd()
-        if download.transient:  # streamed through memory: no file
-            self.size, self.download = download.total, download
-            return
-        assert download.fd is not None
-        self.fd, self.size, self.download = download.fd.acquire(), download.total, download
-
-    def complete(self) -> bool:
-        d = self.download
-        if d is not None and d.state is State.DONE and not d.transient:
-            self.download = None  # same inode: the partial file is now the cache file
-        return self.fd is not None and self.download is None
-
-    def close(self) -> None:
-        self._drop_fd()
-        self.download = None
-
-    def _drop_fd(self) -> None:
-        if self.fd is not None:
-            self.fd.release()
-            self.fd = None
 
 
 class ContentManager:
@@ -191,34 +144,20 @@ class ContentManager:
         self._on_exact_size = on_exact_size
         self._size_limit = size_limit
         self._on_gone = on_gone
-        self._permanent = permanent
-        self._on_stored = on_stored
         self._on_finished = on_finished
-        self._on_damaged = on_damaged
-        self._verified: set[str] = set()  # entries whose digest was checked in this mount
-        self._sealed: dict[str, tuple[str, int]] = {}  # id -> (path, trust key): seals.py
         # The FUSE layer's count of a recording's open files, and of those whose
         # reader still runs (Operations.readers); None: every open counts.
         self.fuse_readers: Callable[[str], tuple[int, int]] | None = None
-        self._unrepaired: set[str] = set()  # damaged, taken out, not fetched again yet
-        self.damaged = 0
-        self.repaired = 0
         self.last_verify: dict[str, Any] | None = None
-        self._archived: dict[str, int] = {}  # id -> size, in the permanent archive store
-        self._archived_bytes = 0
         self._inflight: dict[str, Download] = {}
         self._wanting: dict[str, int] = {}  # opens, prefetches and the archive waiting for one
         self._opening: dict[str, int] = {}  # of those, opens (readers)
-        self._handles: dict[str, _Handle] = {}
-        self._keys: set[str] = set()  # cached in the LRU cache (not the archive)
-        self._volume = 0  # bytes, as counted against size_limit
+        self._handles: dict[str, Handle] = {}
         self._idle = IdleFds()
-        self._touched: dict[str, float] = {}  # id -> time.time() of its last open
-        self._touch_wanted = trio.Event()
-        self._touch_scope = trio.CancelScope()
-        self._to_commit: list[_Commit] = []
+        self._book = CacheBook(store, self._idle, permanent=permanent,
+                               on_committed=self._committed, on_stored=on_stored)
+        self._verifier = Verifier(store, self._book, on_damaged)
         self._downloads = DownloadStats()
-        self._commit_lock = trio.Lock()
         self._hits = 0
         self._misses = 0
         self._closed = False
@@ -262,12 +201,8 @@ class ContentManager:
         self = cls(store, client, nursery, on_exact_size, size_limit, on_gone,
                    permanent=permanent, on_stored=on_stored, on_finished=on_finished,
                    on_damaged=on_damaged)
-        self._keys = set(cache_stats.keys)
-        self._volume = cache_stats.volume
-        self._archived = archived
-        self._sealed = sealed
-        self._archived_bytes = sum(archived.values())
-        nursery.start_soon(self._write_touches, name="content cache recency")
+        self._book.load(cache_stats, archived, sealed)
+        nursery.start_soon(self._book.write_touches, name="content cache recency")
         return self
 
     # -- the FUSE adapter's calls --------------------------------------------
@@ -285,27 +220,27 @@ class ContentManager:
             if idle is not None:  # no lookup, no thread hop
                 handle = self._handle(ref)
                 handle.attach_complete(*idle)
-                self._touch(rid)
+                self._book.touch(rid)
                 return self._opened(handle, ref, hit=True)
-            sealed = self._open_sealed(ref)
+            sealed = self._verifier.open_sealed(ref)
             if sealed is not None:  # unchanged since its digest was taken: no read, no hop
                 handle = self._handle(ref)
                 handle.attach_complete(*sealed)
-                self._touch(rid)
+                self._book.touch(rid)
                 return self._opened(handle, ref, hit=True)
-            found = await self._lookup_checked(ref)
+            found = await self._verifier.lookup_checked(ref)
             if found is not None:
                 handle = self._handle(ref)
                 if handle.complete():  # another open won the race
                     os.close(found.fd)
                 else:
                     handle.attach_complete(SharedFd(found.fd), found.size)
-                self._touch(rid)
+                self._book.touch(rid)
                 # A digest taken now for an entry cached before digests were kept.
                 learned = found.digest if ref.digest is None else None
                 return self._opened(handle, ref, hit=True, digest=learned)
-            self._forget(rid)
-            self._unarchive(rid)
+            self._book.forget(rid)
+            self._book.unarchive(rid)
         download = self._join(ref, priority)
         with self._want(rid), self._want(rid, self._opening):
             await download.wait_size()
@@ -321,26 +256,7 @@ class ContentManager:
             raise RuntimeError(f"read of recording {recording_id} that is not open")
         if offset < 0 or size < 0:
             raise ValueError("negative offset or size")
-        if handle.complete():
-            # Inline pread of a complete, open file: STYLE.md's measured exception.
-            assert handle.fd is not None
-            return os.pread(handle.fd.fd, size, offset)
-        end = min(offset + size, handle.size)
-        if offset >= end:
-            return b""
-        download = handle.download
-        assert download is not None
-        if download.transient:
-            await download.wait_bytes(end)
-            return download.transient_read(offset, end)
-        assert handle.fd is not None
-        fd = handle.fd.acquire()  # a concurrent open may swap the handle's fd
-        try:
-            await download.wait_bytes(end)
-            # Bytes below `received` just arrived: a page-cache pread, inline.
-            return os.pread(fd.fd, end - offset, offset)
-        finally:
-            fd.release()
+        return await handle.read(offset, size)
 
     def release(self, recording_id: str) -> None:
         """A reader closed; the last one closes the descriptor (not the download)."""
@@ -358,14 +274,14 @@ class ContentManager:
 
     def is_cached(self, recording_id: str) -> bool:
         """Whether the complete content is cached or archived (as of the last commit)."""
-        return recording_id in self._keys or recording_id in self._archived
+        return self._book.is_cached(recording_id)
 
     def is_archived(self, recording_id: str) -> bool:
         """Whether the content is in the permanent archive store (never evicted)."""
-        return recording_id in self._archived
+        return recording_id in self._book.archived
 
     def archived_ids(self) -> list[str]:
-        return list(self._archived)
+        return list(self._book.archived)
 
     def in_flight(self, recording_id: str) -> bool:
         """Whether a download of this recording is running (or queued for a slot)."""
@@ -376,37 +292,12 @@ class ContentManager:
         thread serialised with commits. Returns (kept: cached or already archived,
         failed: a disk error, logged; try again later). The rest were not cached."""
         self._check_open()
-
-        def move() -> tuple[dict[str, int], set[str], int]:
-            kept, failed = {}, set()
-            for rid in recording_ids:
-                try:
-                    size = self._store.archive(rid)
-                except OSError as exc:
-                    log.warning("cannot archive recording %s: %s", rid, exc)
-                    failed.add(rid)
-                    continue
-                if size is not None:
-                    kept[rid] = size
-            return kept, failed, self._store.volume()
-
-        async with self._commit_lock:
-            kept, failed, volume = await trio.to_thread.run_sync(move)
-            for rid in kept:
-                self._forget(rid)  # out of the LRU cache (an idle fd is closed)
-            self._add_archived(kept)
-            self._volume = volume
-        return set(kept), failed
+        return await self._book.archive(recording_ids)
 
     async def prune_archive(self, recording_ids: list[str]) -> tuple[int, int]:
         """Delete archived content for good; (count, bytes) removed."""
         self._check_open()
-        count, size = await trio.to_thread.run_sync(self._store.prune, recording_ids)
-        for rid in recording_ids:
-            self._sealed.pop(rid, None)
-            if self._unarchive(rid):
-                self._idle.drop(rid)  # a pruned file's blocks are freed on close
-        return count, size
+        return await self._book.prune(recording_ids)
 
     async def prefetch(self, ref: ContentRef, priority: int = BACKGROUND) -> int:
         """Download into the cache without a reader; returns when cached, with the
@@ -426,19 +317,32 @@ class ContentManager:
                             "has no room for it")
         return download.total or 0
 
+    async def verify(
+        self, refs: Callable[[str], ContentRef | None], *, repair: bool = False
+    ) -> dict[str, Any]:
+        """Check every cached and archived entry against its digest (`rcfs verify`):
+        see `verify.verify_all`."""
+        self._check_open()
+        report = await verify_all(self, refs, repair=repair)
+        self.last_verify = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            "repair": repair,
+                            **{k: (len(v) if isinstance(v, list) else v) for k, v in report.items()}}
+        return report
+
     def snapshot(self) -> dict[str, Any]:
         states = [d.state for d in self._inflight.values()]
+        book = self._book
         return {
             "cache": {
-                "bytes": self._volume,
+                "bytes": book.volume,
                 "limit": self._size_limit,
                 "min_free": self._store.min_free,
-                "entries": len(self._keys),
+                "entries": len(book.keys),
                 "hits": self._hits,
                 "misses": self._misses,
-                "archived": len(self._archived),
-                "archived_bytes": self._archived_bytes,
-                "verified": len(self._verified),
+                "archived": len(book.archived),
+                "archived_bytes": book.archived_bytes,
+                "verified": len(self._verifier.verified),
                 "damaged": self.damaged,
                 "repaired": self.repaired,
                 "last_verify": self.last_verify,
@@ -457,7 +361,7 @@ class ContentManager:
         if self._closed:
             return
         self._closed = True
-        self._touch_scope.cancel()
+        self._book.stop_touches()
         with trio.CancelScope(shield=True):
             downloads = list(self._inflight.values())
             for download in downloads:
@@ -471,12 +375,7 @@ class ContentManager:
                 handle.close()
             self._handles.clear()
             self._idle.close_all()
-            if self._touched:
-                touched, self._touched = self._touched, {}
-                try:
-                    await trio.to_thread.run_sync(self._store.touch, touched)
-                except Exception as exc:  # recency only: never fail the unmount
-                    log.warning("cannot record recent opens in the content cache: %s", exc)
+            await self._book.flush_touches()
             await trio.to_thread.run_sync(self._store.close)
 
     # -- internals -----------------------------------------------------------
@@ -510,14 +409,14 @@ class ContentManager:
             if not counts[rid]:
                 del counts[rid]
 
-    def _handle(self, ref: ContentRef) -> _Handle:
+    def _handle(self, ref: ContentRef) -> Handle:
         handle = self._handles.get(ref.recording_id)
         if handle is None:
-            handle = self._handles[ref.recording_id] = _Handle(ref)
+            handle = self._handles[ref.recording_id] = Handle(ref)
         return handle
 
     def _opened(
-        self, handle: _Handle, ref: ContentRef, *, hit: bool, digest: str | None = None
+        self, handle: Handle, ref: ContentRef, *, hit: bool, digest: str | None = None
     ) -> OpenInfo:
         handle.refs += 1
         if hit:
@@ -540,92 +439,13 @@ class ContentManager:
         except Exception:
             log.exception("on_exact_size callback failed for recording %s", recording_id)
 
-    # -- integrity -------------------------------------------------------------
+    def _committed(self, rid: str, size: int, digest: str | None, content_type: str | None) -> None:
+        """The book committed `rid`: its digest was taken, its size is final."""
+        self._verifier.committed(rid)
+        # The size is final only now: every byte it promised is on disk.
+        self._report(rid, size, final=True, digest=digest, content_type=content_type)
 
-    async def _lookup_checked(self, ref: ContentRef) -> Found | None:
-        """The cached entry, its digest checked against the index's at its first
-        open in this mount; None if absent, or damaged and fetchable again.
-        Raises Damaged if it is damaged and gone upstream."""
-        rid = ref.recording_id
-        check = rid not in self._verified
-        found = await trio.to_thread.run_sync(
-            functools.partial(self._store.lookup, rid, digest=check, expect=ref.digest))
-        if found is None or found.digest is None:
-            return found
-        if found.sealed is not None:
-            self._sealed[rid] = found.sealed
-        if ref.digest is not None and found.digest != ref.digest:
-            os.close(found.fd)
-            await self._take_out_damaged(ref, found.digest)
-            return None
-        self._verified.add(rid)
-        if ref.digest is None:  # cached before digests were kept: this one is the first
-            log.debug("recording %s: no digest on record; taking %s", rid, found.digest[:16])
-        return found
-
-    def _open_sealed(self, ref: ContentRef) -> tuple[SharedFd, int] | None:
-        """The entry opened, if its file still matches its seal for the digest the
-        index holds (seals.py); None to look it up and hash it in a thread instead.
-
-        Inline on the trio thread, by measurement: an open and an fstat of a
-        cache file took ~4 us here, a thread hop 60 to 300 us (the latter on a
-        busy machine); and this runs once per recording per mount (later opens
-        find the idle descriptor)."""
-        rid = ref.recording_id
-        entry = self._sealed.get(rid)
-        if entry is None or ref.digest is None:
-            return None
-        path, key = entry
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            del self._sealed[rid]
-            return None
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            st = None
-        if st is None or trust_key(st, ref.digest) != key:
-            os.close(fd)
-            del self._sealed[rid]  # changed at rest, or moved: hashed in full next
-            return None
-        self._verified.add(rid)
-        return SharedFd(fd), st.st_size
-
-    async def _take_out_damaged(self, ref: ContentRef, got: str, *, raise_if_gone: bool = True) -> str:
-        """Quarantine a damaged entry; raises Damaged (if asked) when it cannot be fetched again."""
-        rid = ref.recording_id
-        self._sealed.pop(rid, None)
-        where = await trio.to_thread.run_sync(self._store.quarantine, rid)
-        self._forget(rid)
-        self._unarchive(rid)
-        self._verified.discard(rid)
-        self._unrepaired.add(rid)
-        self.damaged += 1
-        message = (f"recording {rid}: cached bytes do not match the digest taken when it was "
-                   f"downloaded (blake2b {got[:16]}..., expected {str(ref.digest)[:16]}...); "
-                   f"moved aside to {where or 'nowhere (the file was gone)'}"
-                   + ("; it was deleted upstream and cannot be fetched again" if ref.gone
-                      else "; fetching it again"))
-        if self._on_damaged is not None:
-            _call2(self._on_damaged, rid, message)
-        else:
-            log.error("%s", message)
-        if ref.gone and raise_if_gone:
-            raise Damaged(message)
-        return message
-
-    async def verify(
-        self, refs: Callable[[str], ContentRef | None], *, repair: bool = False
-    ) -> dict[str, Any]:
-        """Check every cached and archived entry against its digest (`rcfs verify`):
-        see `verify.verify_all`."""
-        self._check_open()
-        report = await verify_all(self, refs, repair=repair)
-        self.last_verify = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            "repair": repair,
-                            **{k: (len(v) if isinstance(v, list) else v) for k, v in report.items()}}
-        return report
+    # -- single flight -------------------------------------------------------
 
     def _join(self, ref: ContentRef, priority: int) -> Download:
         """The download in flight for `ref`, or a new one started in the nursery."""
@@ -652,8 +472,8 @@ class ContentManager:
     async def _run(self, download: Download) -> None:
         try:
             await download.run(
-                self._client, self._store, self._downloads, self._report_size, self._commit,
-                free_space=self._store.free_bytes, make_room=self._make_room,
+                self._client, self._store, self._downloads, self._report_size, self._book.commit,
+                free_space=self._store.free_bytes, make_room=self._book.make_room,
             )
         finally:
             if self._inflight.get(download.recording_id) is download:
@@ -663,116 +483,11 @@ class ContentManager:
             self._report(download.recording_id, download.total, final=True,
                          content_type=download.content_type)
         if isinstance(download.error, NotFound) and self._on_gone is not None:
-            _call(self._on_gone, download.recording_id)
+            call_back(self._on_gone, download.recording_id)
         if self._on_finished is not None:
-            _call(self._on_finished, download.recording_id)
+            call_back(self._on_finished, download.recording_id)
 
-    # -- commits ---------------------------------------------------------------
-
-    async def _commit(self, download: Download) -> None:
-        """Commit a verified download, batched with any that finish meanwhile.
-
-        Whoever takes the lock commits every queued download in one thread hop
-        (a combining lock); the others find theirs done when they get it. The
-        batch holds its own reference to each descriptor, so a download
-        cancelled while its batch runs cannot close the fd under the worker.
-        Raises this download's commit error.
-        """
-        assert download.fd is not None and download.total is not None
-        item = _Commit(download.recording_id, download.fd.acquire(), download.path, download.total,
-                       download.content_type)
-        self._to_commit.append(item)
-        try:
-            async with self._commit_lock:
-                if not item.done:
-                    await self._commit_batch()
-        finally:
-            if item in self._to_commit:  # cancelled before any batch took it
-                self._to_commit.remove(item)
-                item.fd.release()
-        if item.error is not None:
-            raise item.error
-
-    async def _commit_batch(self) -> None:
-        """Commit every queued download; the caller holds `_commit_lock`."""
-        batch, self._to_commit = self._to_commit, []
-        touched, self._touched = self._touched, {}
-        started = False
-
-        def work() -> Committed:
-            nonlocal started
-            started = True
-            return self._store.commit(
-                [ToCommit(i.recording_id, i.fd.fd, i.path, i.size) for i in batch], touched,
-                permanent=self._permanent,
-            )
-
-        try:
-            result = await trio.to_thread.run_sync(work)
-        except BaseException as exc:
-            if not started:  # cancelled before the thread ran: nothing happened
-                self._to_commit[:0] = batch
-                self._touched = {**touched, **self._touched}
-                raise
-            result = Committed(volume=self._volume)
-            result.errors = {i.recording_id: _as_exception(exc) for i in batch}
-            if not isinstance(exc, Exception):
-                raise  # an Exception is each download's error: logged by it
-        finally:
-            if started:
-                self._committed(batch, result)
-
-    def _committed(self, batch: list[_Commit], result: Committed) -> None:
-        """Apply a commit's result (no checkpoint: runs to the end)."""
-        stored: dict[str, int] = {}
-        for item in batch:
-            item.done = True
-            item.error = result.errors.get(item.recording_id)
-            if item.error is None:
-                if self._permanent:
-                    stored[item.recording_id] = item.size
-                else:
-                    self._keys.add(item.recording_id)
-                self._verified.add(item.recording_id)
-                self._unrepaired.discard(item.recording_id)
-                # The size is final only now: every byte it promised is on disk.
-                self._report(item.recording_id, item.size, final=True,
-                             digest=result.digests.get(item.recording_id),
-                             content_type=item.content_type)
-            item.fd.release()
-        self._add_archived(stored)
-        self._sealed.update((rid, v) for rid, v in result.sealed.items() if rid not in result.errors)
-        for rid in result.evicted:
-            self._forget(rid)
-        self._volume = result.volume
-
-    def _add_archived(self, sizes: dict[str, int]) -> None:
-        new = [rid for rid in sizes if rid not in self._archived]
-        for rid, size in sizes.items():
-            self._archived_bytes += size - self._archived.get(rid, 0)
-            self._archived[rid] = size
-        if new and self._on_stored is not None:
-            _call(self._on_stored, new)
-
-    def _unarchive(self, rid: str) -> bool:
-        size = self._archived.pop(rid, None)
-        if size is None:
-            return False
-        self._archived_bytes -= size
-        return True
-
-    async def _make_room(self, need: int) -> None:
-        """Before a download of `need` bytes: evict from the LRU cache so the disk keeps
-        `--cache-min-free` free with it (serialised with commits, like every eviction)."""
-        if self._store.free_bytes() >= self._store.min_free + need:  # one statvfs: the usual case
-            return
-        async with self._commit_lock:
-            result = await trio.to_thread.run_sync(self._store.make_room, need)
-            for rid in result.evicted:
-                self._forget(rid)
-            self._volume = result.volume
-
-    # -- idle descriptors and recency -------------------------------------------
+    # -- counters and knobs ------------------------------------------------------
 
     @property
     def idle_limit(self) -> int:
@@ -782,68 +497,12 @@ class ContentManager:
     def idle_limit(self, value: int) -> None:
         self._idle.limit = value
 
-    def _forget(self, rid: str) -> None:
-        """The recording left the LRU cache (evicted, archived, or found gone)."""
-        self._keys.discard(rid)
-        self._sealed.pop(rid, None)
-        self._touched.pop(rid, None)
-        if rid not in self._archived:
-            self._idle.drop(rid)
+    @property
+    def damaged(self) -> int:
+        """Entries found damaged in this mount (`Verifier`)."""
+        return self._verifier.damaged
 
-    def _touch(self, rid: str) -> None:
-        if rid not in self._keys:
-            return  # archived: not in LRU eviction
-        # Wall time, not trio.current_time(): compared with diskcache's own
-        # access times (time.time()) and kept across mounts.
-        self._touched[rid] = time.time()
-        self._touch_wanted.set()
-
-    async def _write_touches(self) -> None:
-        """Background task: write recent opens' recency within `_TOUCH_DELAY` s."""
-        with self._touch_scope:
-            while True:
-                await self._touch_wanted.wait()
-                await trio.sleep(_TOUCH_DELAY)
-                self._touch_wanted = trio.Event()
-                async with self._commit_lock:  # exact LRU order against eviction
-                    touched, self._touched = self._touched, {}
-                    if not touched:
-                        continue
-                    try:
-                        await trio.to_thread.run_sync(self._store.touch, touched)
-                    except Exception as exc:
-                        log.warning("cannot record recent opens in the content cache: %s", exc)
-
-
-def _call2(callback: Callable[[Any, Any], None], a: Any, b: Any) -> None:
-    try:
-        callback(a, b)
-    except Exception:
-        log.exception("content callback %s failed for %r", getattr(callback, "__name__", "?"), a)
-
-
-def _call(callback: Callable[[Any], None], arg: Any) -> None:
-    """A callback's failure is logged, never raised into the download or commit."""
-    try:
-        callback(arg)
-    except Exception:
-        log.exception("content callback %s failed for %r", getattr(callback, "__name__", "?"), arg)
-
-
-@dataclass(eq=False)
-class _Commit:
-    """A download waiting for (or in) a group commit."""
-
-    recording_id: str
-    fd: SharedFd  # the batch's own reference
-    path: str
-    size: int
-    content_type: str | None = None
-    done: bool = False
-    error: Exception | None = None
-
-
-def _as_exception(exc: BaseException) -> Exception:
-    if isinstance(exc, Exception):
-        return exc
-    return TemporaryFailure(f"content cache commit interrupted: {exc!r}")
+    @property
+    def repaired(self) -> int:
+        """Damaged entries fetched again by `verify(repair=True)`."""
+        return self._verifier.repaired

@@ -6,7 +6,7 @@ its path and what `fstat` said right after (device, inode, size, mtime and
 ctime in nanoseconds), with the digest it was checked against.
 
 Why. The first open of a cache entry after a mount must not serve bytes that
-changed at rest (integrity, `manager.py`). Hashing every entry at its first
+changed at rest (integrity, `verify.py`). Hashing every entry at its first
 open cost a remounted tree half its read speed for small files. Any change
 to a file through the file system (a write, a truncate, `utime` to hide a
 write, a rename or a planted replacement) changes its ctime, which nothing
@@ -27,8 +27,10 @@ the next write (multigrain timestamps), and every seal counts.
 The seal is bound to the digest: an entry is trusted only for the digest the
 index holds (`trust_key`). Losing a row is harmless (the next open hashes),
 so writes are not synced; a damaged or unreadable seals file is replaced by
-an empty one. Synchronous: the store calls it from its worker threads (one
-connection, serialised by a lock).
+an empty one. For the same reason the store keeps its book through `Seals`,
+which logs a failure to open, read or write it and carries on without: first
+opens then hash their files. Synchronous: the store calls it from its worker
+threads (one connection, serialised by a lock).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -140,3 +142,54 @@ class SealBook:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class Seals:
+    """The store's `SealBook`, if it opened: its failures cost hashing, never an error."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self._cache_dir = cache_dir
+        try:
+            self._book: SealBook | None = SealBook(cache_dir)
+        except (OSError, sqlite3.Error) as exc:  # only first opens get slower
+            log.warning("cannot keep seals in %s (%s): every first open hashes its file", cache_dir, exc)
+            self._book = None
+
+    def reopen(self) -> None:
+        """Open the book again (the cache directory was made again); without one if it fails."""
+        old, self._book = self._book, None
+        with contextlib.suppress(Exception):
+            if old is not None:
+                old.close()
+            self._book = SealBook(self._cache_dir)
+
+    def put(self, seals: Mapping[str, tuple[str, os.stat_result, str]]) -> dict[str, tuple[str, int]]:
+        """`SealBook.put`, or nothing sealed."""
+        if self._book is None or not seals:
+            return {}
+        try:
+            return self._book.put(seals)
+        except sqlite3.Error as exc:  # the next first open hashes instead
+            log.debug("cannot write %d seals: %s", len(seals), exc)
+            return {}
+
+    def drop(self, ids: Sequence[str]) -> None:
+        if self._book is not None and ids:
+            try:
+                self._book.drop(ids)
+            except sqlite3.Error as exc:  # a stale seal matches no file: harmless
+                log.debug("cannot drop %d seals: %s", len(ids), exc)
+
+    def load(self, ids: frozenset[str] | set[str]) -> dict[str, tuple[str, int]]:
+        """`SealBook.load`, or no seals."""
+        if self._book is None:
+            return {}
+        try:
+            return self._book.load(ids)
+        except sqlite3.Error as exc:
+            log.warning("cannot read the seals (%s): first opens hash their files", exc)
+            return {}
+
+    def close(self) -> None:
+        if self._book is not None:
+            self._book.close()

@@ -1,16 +1,7 @@
 """The on-disk side of the content cache: directories, crash recovery, diskcache.
 
-Layout under `cache_dir` (every directory 0700)::
-
-    cache/                  diskcache.Cache: index.db + <xx>/<yy>/<hex>.val files
-    partial/<session>/      one directory per running ContentManager, holding
-        .lock               an flock(2) held for the session's lifetime
-        <id>.<n>.part       downloads in progress
-    archive/<id>            recordings deleted upstream, kept out of LRU eviction
-                            (and, with --archive, every download)
-    seals.sqlite            what each file's fstat was when its digest was taken (seals.py)
-    damaged/<id>.<time>.<n> entries whose bytes no longer match their digest,
-                            taken out of service and kept for inspection
+The layout of `cache_dir`, its session directories in `partial/` and the
+files of `archive/` are layout.py's; `Store` composes them with diskcache.
 
 Digests. `commit` reads each verified download back (from the page cache, in
 the worker thread) and returns its BLAKE2b-512 (`integrity.py`); the manager
@@ -25,9 +16,9 @@ of a large file, no doubled disk use, and readers holding the partial file's
 descriptor keep reading the same inode, which is now the cache file). The row
 that makes it visible is committed only after the rename, so after a crash an
 entry is complete or absent; stale session directories (lock not held) are
-removed when the next manager starts. The size is also stored as the entry's
-tag and checked against the file on every lookup, so a file truncated behind
-diskcache's back is dropped, never served.
+removed when the next manager starts (layout.py's "Sessions"). The size is
+also stored as the entry's tag and checked against the file on every lookup,
+so a file truncated behind diskcache's back is dropped, never served.
 
 Archive. rcfs is an archive first: a recording deleted upstream must not be
 lost to LRU eviction. In archive mode (`rcfs mount --archive`) every download
@@ -47,7 +38,7 @@ commit cost 7 % of the daemon's time with 2,000 cached files and grew with the
 cache. Lookups read the row without writing: diskcache's `get` under the LRU
 policy writes `access_time` in a transaction on every hit, so the manager
 batches those updates and hands them to `commit`, which applies them just
-before it evicts, or to `touch` (see `ContentManager`).
+before it evicts, or to `touch` (bookkeeping.py's "Recency").
 
 Everything here is synchronous and may block on the disk: the manager calls
 it through `trio.to_thread.run_sync`, never on the trio thread. diskcache's
@@ -57,13 +48,8 @@ Cache is thread-safe (one SQLite connection per thread).
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import itertools
 import logging
 import os
-import re
-import shutil
-import sqlite3
 import threading
 import time
 import uuid
@@ -76,18 +62,21 @@ import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
 
 from .integrity import fd_digest
-from .seals import SealBook
+from .layout import (
+    ARCHIVE_SUBDIR,
+    CACHE_SUBDIR,
+    DAMAGED_SUBDIR,
+    PARTIAL_FLAGS,
+    PARTIAL_SUBDIR,
+    ArchiveDir,
+    Session,
+    fsync_dir,
+    private_dir,
+    remove_stale_sessions,
+)
+from .seals import Seals
 
 log = logging.getLogger(__name__)
-
-CACHE_SUBDIR = "cache"
-PARTIAL_SUBDIR = "partial"
-ARCHIVE_SUBDIR = "archive"
-DAMAGED_SUBDIR = "damaged"
-_TMP_SUFFIX = ".tmp"
-PARTIAL_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-LOCK_NAME = ".lock"
-_SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 
 @dataclass(frozen=True)
@@ -111,7 +100,7 @@ class _AdoptingDisk(diskcache.Disk):
             with contextlib.suppress(FileExistsError):
                 os.mkdir(directory, 0o700)
         os.rename(value.path, full_path)
-        _fsync_dir(full_dir)
+        fsync_dir(full_dir)
         return value.size, MODE_BINARY, filename, None
 
 
@@ -159,48 +148,25 @@ def _same_content(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns)
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _private_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
-    return path
-
-
 class Store:
     """Owns cache_dir for one ContentManager. Construct it in a worker thread."""
 
     def __init__(self, cache_dir: Path, size_limit: int, min_free: int | float | None = None) -> None:
-        _private_dir(cache_dir)
-        partial_root = _private_dir(cache_dir / PARTIAL_SUBDIR)
-        _remove_stale_sessions(partial_root)
-        self.archive_dir = _private_dir(cache_dir / ARCHIVE_SUBDIR)
-        for leftover in self.archive_dir.glob("*" + _TMP_SUFFIX):
-            leftover.unlink(missing_ok=True)  # an archive move interrupted by a crash
+        private_dir(cache_dir)
+        partial_root = private_dir(cache_dir / PARTIAL_SUBDIR)
+        remove_stale_sessions(partial_root)
+        self._archive = ArchiveDir(cache_dir / ARCHIVE_SUBDIR)
+        self.archive_dir = self._archive.path
         self.cache_dir = cache_dir
-        self.session_dir = _private_dir(partial_root / uuid.uuid4().hex)
-        self._lock_fd = os.open(self.session_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        self._session = Session(partial_root)
         self.size_limit = size_limit
         try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self.cache = self._open_cache()
         except BaseException:
-            shutil.rmtree(self.session_dir, ignore_errors=True)
-            os.close(self._lock_fd)
+            self._session.close()
             raise
-        self._counter = itertools.count()
         self._recreate_lock = threading.Lock()
-        try:
-            self.seals: SealBook | None = SealBook(cache_dir)
-        except (OSError, sqlite3.Error) as exc:  # only first opens get slower
-            log.warning("cannot keep seals in %s (%s): every first open hashes its file", cache_dir, exc)
-            self.seals = None
+        self.seals = Seals(cache_dir)
         # Bytes to keep free on the cache's disk: a size, or a share of the disk (a float).
         if min_free is None:
             min_free = 0.05
@@ -208,7 +174,7 @@ class Store:
 
     def _open_cache(self) -> diskcache.Cache:
         return diskcache.Cache(
-            str(_private_dir(self.cache_dir / CACHE_SUBDIR)),
+            str(private_dir(self.cache_dir / CACHE_SUBDIR)),
             size_limit=self.size_limit,
             eviction_policy="least-recently-used",
             disk=_AdoptingDisk,
@@ -223,28 +189,24 @@ class Store:
                 return False
             log.warning("the content cache directory %s was removed while mounted: recreated "
                         "(what was cached there is gone and will be downloaded again)", self.cache_dir)
-            _private_dir(self.session_dir)
-            _private_dir(self.archive_dir)
-            lock_fd = os.open(self.session_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.close(self._lock_fd)
-            self._lock_fd = lock_fd
+            private_dir(self.session_dir)
+            private_dir(self.archive_dir)
+            self._session.relock()
             old, self.cache = self.cache, self._open_cache()
             with contextlib.suppress(Exception):
                 old.close()
-            old_seals, self.seals = self.seals, None
-            with contextlib.suppress(Exception):
-                if old_seals is not None:
-                    old_seals.close()
-                self.seals = SealBook(self.cache_dir)
+            self.seals.reopen()
             return True
 
     # -- partial files -------------------------------------------------------
 
+    @property
+    def session_dir(self) -> Path:
+        return self._session.dir
+
     def partial_path(self, recording_id: str) -> str:
         """A fresh path: a failed download's cleanup never meets its successor."""
-        stem = recording_id if _SAFE_ID.fullmatch(recording_id) else uuid.uuid4().hex
-        return str(self.session_dir / f"{stem}.{next(self._counter)}.part")
+        return self._session.partial_path(recording_id)
 
     def create_partial(self, path: str) -> int:
         try:
@@ -296,12 +258,12 @@ class Store:
                 result.errors[item.recording_id] = exc
         if permanent and len(result.errors) < len(downloads):
             try:
-                _fsync_dir(str(self.archive_dir))
+                self._archive.sync()
             except OSError as exc:  # not durable: report every item of the batch
                 result.errors.update({i.recording_id: exc for i in downloads})
-        result.sealed = self._seal({k: v for k, v in to_seal.items() if k not in result.errors})
+        result.sealed = self.seals.put({k: v for k, v in to_seal.items() if k not in result.errors})
         result.evicted = self._evict_to_limit()
-        self._unseal(result.evicted)
+        self.seals.drop(result.evicted)
         result.volume = self.cache.volume()
         return result
 
@@ -310,7 +272,7 @@ class Store:
         if st.st_size != item.size:
             raise ValueError(f"partial file has {st.st_size} bytes, expected {item.size}")
         os.fsync(item.fd)
-        dest = self._archive_path(item.recording_id)
+        dest = self._archive.file(item.recording_id)
         os.rename(item.path, dest)
         return dest
 
@@ -324,33 +286,9 @@ class Store:
                               (item.recording_id,)).fetchone()
         return os.path.join(self.cache.directory, row[0]) if row and row[0] else None
 
-    # -- seals (seals.py) ------------------------------------------------------
-
-    def _seal(self, seals: Mapping[str, tuple[str, os.stat_result, str]]) -> dict[str, tuple[str, int]]:
-        if self.seals is None or not seals:
-            return {}
-        try:
-            return self.seals.put(seals)
-        except sqlite3.Error as exc:  # the next first open hashes instead
-            log.debug("cannot write %d seals: %s", len(seals), exc)
-            return {}
-
-    def _unseal(self, ids: Sequence[str]) -> None:
-        if self.seals is not None and ids:
-            try:
-                self.seals.drop(ids)
-            except sqlite3.Error as exc:  # a stale seal matches no file: harmless
-                log.debug("cannot drop %d seals: %s", len(ids), exc)
-
     def sealed(self, ids: frozenset[str] | set[str]) -> dict[str, tuple[str, int]]:
-        """id -> (path, trust key) of the entries among `ids` that carry a seal."""
-        if self.seals is None:
-            return {}
-        try:
-            return self.seals.load(ids)
-        except sqlite3.Error as exc:
-            log.warning("cannot read the seals (%s): first opens hash their files", exc)
-            return {}
+        """id -> (path, trust key) of the entries among `ids` that carry a seal (seals.py)."""
+        return self.seals.load(ids)
 
     def touch(self, touched: Mapping[str, float]) -> None:
         """Record opens (id -> time.time()) as diskcache's LRU access times.
@@ -399,7 +337,7 @@ class Store:
         result = Committed(volume=0)
         if self.free_bytes() + self.cache.volume() >= need + self.min_free:
             result.evicted = self._evict_to_limit(need)
-            self._unseal(result.evicted)
+            self.seals.drop(result.evicted)
         result.volume = self.cache.volume()
         return result
 
@@ -428,7 +366,7 @@ class Store:
             got = fd_digest(fd)
             sealed = None
             if expect is None or got == expect:
-                sealed = self._seal({recording_id: (path, st, got)}).get(recording_id)
+                sealed = self.seals.put({recording_id: (path, st, got)}).get(recording_id)
             return Found(fd, size, got, archived, sealed)
         except BaseException:
             os.close(fd)
@@ -437,14 +375,14 @@ class Store:
     def quarantine(self, recording_id: str) -> str | None:
         """Take a damaged entry out of service: its file moves to `damaged/` (kept
         for the user to inspect) and its cache row goes. Returns where it went."""
-        self._unseal([recording_id])
-        dest_dir = _private_dir(self.cache_dir / DAMAGED_SUBDIR)
+        self.seals.drop([recording_id])
+        dest_dir = private_dir(self.cache_dir / DAMAGED_SUBDIR)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        dest = dest_dir / f"{Path(self._archive_path(recording_id)).name}.{stamp}.{uuid.uuid4().hex[:6]}"
-        src = self._archive_path(recording_id)
+        dest = dest_dir / f"{Path(self._archive.file(recording_id)).name}.{stamp}.{uuid.uuid4().hex[:6]}"
+        src = self._archive.file(recording_id)
         if os.path.exists(src):
             os.rename(src, dest)
-            _fsync_dir(str(self.archive_dir))
+            self._archive.sync()
             return str(dest)
         row = self.cache._sql(
             "SELECT filename FROM Cache WHERE key = ? AND raw = 1", (recording_id,)).fetchone()
@@ -463,7 +401,7 @@ class Store:
 
     def _open_entry(self, recording_id: str) -> tuple[int, int, bool, str] | None:
         """(fd, size, archived, path) of a complete cached or archived file; None if absent."""
-        archived = self._archive_path(recording_id)
+        archived = self._archive.file(recording_id)
         try:
             fd = os.open(archived, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -487,7 +425,7 @@ class Store:
             # backup reading the cache) counts it as an entry until it is fetched again.
             self.cache._sql("DELETE FROM Cache WHERE key = ? AND raw = 1 AND filename = ?",
                             (recording_id, filename))
-            self._unseal([recording_id])
+            self.seals.drop([recording_id])
             return None
         size = os.fstat(fd).st_size
         if not isinstance(tag, int) or size != tag:
@@ -501,18 +439,13 @@ class Store:
 
     # -- the archive ---------------------------------------------------------
 
-    def _archive_path(self, recording_id: str) -> str:
-        # "=" is outside _SAFE_ID, so a hex-encoded name cannot collide with a plain one.
-        name = recording_id if _SAFE_ID.fullmatch(recording_id) else "=" + recording_id.encode().hex()
-        return str(self.archive_dir / name)
-
     def archive(self, recording_id: str) -> int | None:
         """Move a cached recording into the archive; its size, or None if not cached.
 
         Callers serialise this with commits (whose culling could evict the file
         mid-move). Idempotent: an entry already archived is finished and reported.
         """
-        dest = self._archive_path(recording_id)
+        dest = self._archive.file(recording_id)
         if os.path.exists(dest):
             self.cache.delete(recording_id, retry=True)  # finish an interrupted move
             return os.stat(dest).st_size
@@ -529,55 +462,31 @@ class Store:
             log.warning("cached recording %s has %d bytes, expected %s: not archived",
                         recording_id, size, tag)
             return None
-        tmp = dest + _TMP_SUFFIX
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        try:
-            os.link(src, tmp)  # same file system: no copy, no doubled disk use
-        except FileNotFoundError:
+        if not self._archive.link_in(recording_id, src):
             return None
-        except OSError:  # a file system without hard links: copy, durably
-            shutil.copyfile(src, tmp)
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        os.rename(tmp, dest)
-        _fsync_dir(str(self.archive_dir))
         self.cache.delete(recording_id, retry=True)
-        self._unseal([recording_id])  # a new path and ctime: the next first open hashes it
+        self.seals.drop([recording_id])  # a new path and ctime: the next first open hashes it
         log.info("recording %s deleted upstream: archived (%d bytes)", recording_id, size)
         return size
 
     def archived(self) -> dict[str, int]:
         """Archived recordings: id -> size."""
-        out: dict[str, int] = {}
-        for entry in os.scandir(self.archive_dir):
-            if entry.name.endswith(_TMP_SUFFIX) or not entry.is_file():
-                continue
-            name = entry.name
-            try:
-                rid = bytes.fromhex(name[1:]).decode() if name.startswith("=") else name
-            except ValueError:
-                continue  # not ours
-            out[rid] = entry.stat().st_size
-        return out
+        return self._archive.sizes()
 
     def prune(self, recording_ids: list[str]) -> tuple[int, int]:
         """Remove archived recordings; (count, bytes) removed."""
         count = size = 0
         for rid in recording_ids:
-            path = self._archive_path(rid)
+            path = self._archive.file(rid)
             try:
                 n = os.stat(path).st_size
                 os.unlink(path)
             except FileNotFoundError:
                 continue
             count, size = count + 1, size + n
-            self._unseal([rid])
+            self.seals.drop([rid])
         if count:
-            _fsync_dir(str(self.archive_dir))
+            self._archive.sync()
         return count, size
 
     def scan(self) -> CacheStats:
@@ -595,29 +504,5 @@ class Store:
 
     def close(self) -> None:
         self.cache.close()
-        if self.seals is not None:
-            self.seals.close()
-        shutil.rmtree(self.session_dir, ignore_errors=True)
-        os.close(self._lock_fd)
-
-
-def _remove_stale_sessions(partial_root: Path) -> None:
-    """Remove partial files of managers that are gone (their flock is free)."""
-    for entry in partial_root.iterdir():
-        if not entry.is_dir():
-            entry.unlink(missing_ok=True)
-            continue
-        try:
-            fd = os.open(entry / LOCK_NAME, os.O_RDWR)
-        except FileNotFoundError:
-            fd = -1  # crashed before taking the lock, or a stray directory
-        try:
-            if fd >= 0:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # a live manager (another mount of the same account)
-        finally:
-            if fd >= 0:
-                os.close(fd)
-        log.info("removing stale partial downloads in %s", entry)
-        shutil.rmtree(entry, ignore_errors=True)
+        self.seals.close()
+        self._session.close()

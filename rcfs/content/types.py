@@ -1,18 +1,22 @@
 """Value types and the one interface the content package consumes.
 
 `ContentSource` is the slice of the API client (`rcfs.api.RingCentralClient`,
-docs/INTERFACES.md) that downloads need; tests implement it with a fake. This
-module must not import httpx or pyfuse3.
+docs/INTERFACES.md) that downloads need; tests implement it with a fake.
+`call_back` is how the package calls the callbacks its caller hands to
+`ContentManager.create`. This module must not import httpx or pyfuse3.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rcfs.api import Priority
+
+log = logging.getLogger(__name__)
 
 INTERACTIVE = Priority.INTERACTIVE  # a reader waits: ahead in the Heavy queue
 BACKGROUND = Priority.BACKGROUND  # prefetch
@@ -97,3 +101,11 @@ class ContentSource(Protocol):
     def stream_content(
         self, content_uri: str, *, start: int = ..., priority: Any = ...
     ) -> AbstractAsyncContextManager[ContentResponse]: ...
+
+
+def call_back(callback: Callable[..., None], *args: Any) -> None:
+    """A callback's failure is logged, never raised into the download or commit."""
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("content callback %s failed for %r", getattr(callback, "__name__", "?"), args[0])

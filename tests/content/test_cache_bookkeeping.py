@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from rcfs.content import ContentManager, ContentRef
-from rcfs.content import manager as manager_mod
+from rcfs.content import ContentManager, ContentRef, bookkeeping
 from rcfs.content.store import Store, ToCommit
 from rcfs.errors import TemporaryFailure
 
@@ -148,13 +147,13 @@ async def test_key_set_and_volume_stay_exact_across_evictions(
                         nursery.start_soon(manager.prefetch, ref)
                 if batch is refs[8:9]:
                     await open_read_release(manager, refs[3], size)  # reopened: recency
-                assert manager._keys == db_keys(manager)
+                assert manager._book.keys == db_keys(manager)
                 snap = manager.snapshot()["cache"]
                 assert snap["entries"] == len(db_keys(manager)) >= 4
                 assert snap["bytes"] == manager._store.cache.volume() <= snap["limit"]
-                assert set(manager._idle) <= manager._keys
+                assert set(manager._idle) <= manager._book.keys
             await manager.archive([refs[-1].recording_id])
-            assert manager._keys == db_keys(manager)
+            assert manager._book.keys == db_keys(manager)
             assert manager.snapshot()["cache"]["bytes"] == manager._store.cache.volume()
             assert scans == []
 
@@ -215,7 +214,7 @@ async def test_parked_file_removed_behind_our_back_is_fetched_again(tmp_path: Pa
 async def test_recency_of_idle_opens_reaches_diskcache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(manager_mod, "_TOUCH_DELAY", 0.01)
+    monkeypatch.setattr(bookkeeping, "_TOUCH_DELAY", 0.01)
     source = FakeSource()
     refs = [add(source, "51"), add(source, "52")]
     with trio.fail_after(10):
@@ -227,12 +226,12 @@ async def test_recency_of_idle_opens_reaches_diskcache(
             await open_read_release(manager, refs[0])
             while access_time(store, "51") == before:  # the background writer
                 await trio.sleep(0.01)
-            assert manager._touched == {}
+            assert manager._book.touched == {}
             t51 = access_time(store, "51")
-            monkeypatch.setattr(manager_mod, "_TOUCH_DELAY", 3600)
+            monkeypatch.setattr(bookkeeping, "_TOUCH_DELAY", 3600)
             await trio.sleep(0.05)  # the writer is idle again
             await open_read_release(manager, refs[0])  # from the idle LRU: pending
-            assert set(manager._touched) == {"51"} and access_time(store, "51") == t51
+            assert set(manager._book.touched) == {"51"} and access_time(store, "51") == t51
         # aclose writes what is pending.
         store = Store(tmp_path, 1 << 30)
         try:
@@ -272,11 +271,11 @@ async def test_group_commit_commits_each_recording_on_its_own(
             assert len(commits) < len(refs)  # batched: fewer thread hops
             assert sum(len(args[1]) for args in commits) == len(refs)
             assert [rid for rid, exc in results.items() if exc is not None] == ["65"]
-            assert manager._keys == db_keys(manager) == {r.recording_id for r in refs} - {"65"}
+            assert manager._book.keys == db_keys(manager) == {r.recording_id for r in refs} - {"65"}
             snap = manager.snapshot()["downloads"]
             assert (snap["done"], snap["failed"]) == (11, 1)
         async with running(tmp_path, FakeSource()) as (manager, _):
-            assert manager._keys == {r.recording_id for r in refs} - {"65"}
+            assert manager._book.keys == {r.recording_id for r in refs} - {"65"}
 
 
 
@@ -293,17 +292,17 @@ async def test_download_cancelled_while_queued_for_commit_leaves_nothing(tmp_pat
 
     with trio.fail_after(10):
         async with running(tmp_path, source) as (manager, _):
-            async with trio.open_nursery() as nursery, manager._commit_lock:  # a commit runs
+            async with trio.open_nursery() as nursery, manager._book.lock:  # a commit runs
                 for ref in refs:
                     nursery.start_soon(fetch, manager, ref)
-                while len(manager._to_commit) < 2:
+                while len(manager._book.queue) < 2:
                     await trio.sleep(0.005)
-                (item_71,) = [i for i in manager._to_commit if i.recording_id == "71"]
+                (item_71,) = [i for i in manager._book.queue if i.recording_id == "71"]
                 manager._inflight["71"].cancel_scope.cancel()
-                while len(manager._to_commit) > 1:  # it leaves the queue
+                while len(manager._book.queue) > 1:  # it leaves the queue
                     await trio.sleep(0.005)
                 assert item_71.fd._refs == 0 and not item_71.done
             assert list(errors) == ["71"]
             assert not manager.is_cached("71") and manager.is_cached("72")
-            assert manager._keys == db_keys(manager) == {"72"}
+            assert manager._book.keys == db_keys(manager) == {"72"}
             assert list((tmp_path / "partial").rglob("*.part")) == []

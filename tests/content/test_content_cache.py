@@ -13,7 +13,7 @@ import trio
 
 from rcfs.api import Priority
 from rcfs.content import ContentRef, download
-from rcfs.content.store import LOCK_NAME, PARTIAL_SUBDIR
+from rcfs.content.layout import LOCK_NAME, PARTIAL_SUBDIR
 from rcfs.errors import CacheFull, TemporaryFailure
 
 from .content_fakes import FakeSource, Plan, payload, read_all, running

@@ -1,0 +1,173 @@
+"""The cache directory's layout, and its parts that are plain files and directories.
+
+Layout under `cache_dir` (every directory 0700)::
+
+    cache/                  diskcache.Cache: index.db + <xx>/<yy>/<hex>.val files
+    partial/<session>/      one directory per running ContentManager, holding
+        .lock               an flock(2) held for the session's lifetime
+        <id>.<n>.part       downloads in progress
+    archive/<id>            recordings deleted upstream, kept out of LRU eviction
+                            (and, with --archive, every download)
+    seals.sqlite            what each file's fstat was when its digest was taken (seals.py)
+    damaged/<id>.<time>.<n> entries whose bytes no longer match their digest,
+                            taken out of service and kept for inspection
+
+Owns the names above, the private (0700) and durable (fsynced) directory
+helpers, a manager's session directory in `partial/` (`Session`) and the
+removal of stale ones, and the files of `archive/` (`ArchiveDir`): how a
+recording id names its file there, the list of what is archived, and the
+atomic, durable link (or copy) that moves a file in. `store.py` composes
+them with diskcache and owns when each is done (its essay). Everything here
+is synchronous and may block on the disk: worker threads only.
+
+Sessions. A session's `.lock` is flocked for as long as its manager runs, so
+another mount of the same account keeps its partial files; a session
+directory whose lock is free (its manager is gone: a crash, a kill -9) is
+removed when the next manager starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import logging
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CACHE_SUBDIR = "cache"
+PARTIAL_SUBDIR = "partial"
+ARCHIVE_SUBDIR = "archive"
+DAMAGED_SUBDIR = "damaged"
+TMP_SUFFIX = ".tmp"
+PARTIAL_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+LOCK_NAME = ".lock"
+SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def private_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+class Session:
+    """This manager's directory of partial files, `partial/<session>/`, and its lock."""
+
+    def __init__(self, partial_root: Path) -> None:
+        self.dir = private_dir(partial_root / uuid.uuid4().hex)
+        self._lock_fd = os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            self.close()
+            raise
+        self._counter = itertools.count()
+
+    def partial_path(self, recording_id: str) -> str:
+        """A fresh path: a failed download's cleanup never meets its successor."""
+        stem = recording_id if SAFE_ID.fullmatch(recording_id) else uuid.uuid4().hex
+        return str(self.dir / f"{stem}.{next(self._counter)}.part")
+
+    def relock(self) -> None:
+        """Take the lock again, on a new `.lock` (the directory was made again)."""
+        lock_fd = os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(self._lock_fd)
+        self._lock_fd = lock_fd
+
+    def close(self) -> None:
+        """Remove the directory (what partial files are left) and release the lock."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.close(self._lock_fd)
+
+
+def remove_stale_sessions(partial_root: Path) -> None:
+    """Remove partial files of managers that are gone (their flock is free)."""
+    for entry in partial_root.iterdir():
+        if not entry.is_dir():
+            entry.unlink(missing_ok=True)
+            continue
+        try:
+            fd = os.open(entry / LOCK_NAME, os.O_RDWR)
+        except FileNotFoundError:
+            fd = -1  # crashed before taking the lock, or a stray directory
+        try:
+            if fd >= 0:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live manager (another mount of the same account)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        log.info("removing stale partial downloads in %s", entry)
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+class ArchiveDir:
+    """The files of `archive/`, one per recording (store.py's essay, "Archive")."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = private_dir(path)
+        for leftover in self.path.glob("*" + TMP_SUFFIX):
+            leftover.unlink(missing_ok=True)  # an archive move interrupted by a crash
+
+    def file(self, recording_id: str) -> str:
+        """The path of `recording_id`'s archived file (whether it exists or not)."""
+        # "=" is outside SAFE_ID, so a hex-encoded name cannot collide with a plain one.
+        name = recording_id if SAFE_ID.fullmatch(recording_id) else "=" + recording_id.encode().hex()
+        return str(self.path / name)
+
+    def link_in(self, recording_id: str, src: str) -> bool:
+        """Make `src` the archived file of `recording_id`, atomically and durably: a
+        hard link to `<id>.tmp`, renamed to `<id>`, the directory fsynced. False if
+        `src` is gone."""
+        dest = self.file(recording_id)
+        tmp = dest + TMP_SUFFIX
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        try:
+            os.link(src, tmp)  # same file system: no copy, no doubled disk use
+        except FileNotFoundError:
+            return False
+        except OSError:  # a file system without hard links: copy, durably
+            shutil.copyfile(src, tmp)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.rename(tmp, dest)
+        self.sync()
+        return True
+
+    def sizes(self) -> dict[str, int]:
+        """Archived recordings: id -> size."""
+        out: dict[str, int] = {}
+        for entry in os.scandir(self.path):
+            if entry.name.endswith(TMP_SUFFIX) or not entry.is_file():
+                continue
+            name = entry.name
+            try:
+                rid = bytes.fromhex(name[1:]).decode() if name.startswith("=") else name
+            except ValueError:
+                continue  # not ours
+            out[rid] = entry.stat().st_size
+        return out
+
+    def sync(self) -> None:
+        """Make renames in or out of `archive/` durable."""
+        fsync_dir(str(self.path))
