@@ -2,7 +2,7 @@
 
 Owns: when the index is refreshed (every poll interval, on SIGUSR1, on a
 control request; one at a time), what happens to recordings that disappear
-upstream, and telling the kernel what changed. It sits beside `mount/serve.py`,
+upstream, and telling the kernel what changed. It sits beside `mount/lifecycle.py`,
 which builds it and runs its tasks in the mount's nursery.
 
 Refresh. `indexer.refresh` reads the recent window and syncs (background

@@ -4,7 +4,7 @@ The FUSE adapter uses exactly this API (design essay: `rcfs.content.manager`)::
 
     manager = await ContentManager.create(
         cache_dir=Path, size_limit=int, client=ContentSource,
-        nursery=trio.Nursery,                      # long-lived, owned by mount/serve.py
+        nursery=trio.Nursery,                      # long-lived, owned by mount/lifecycle.py
         on_exact_size=Callable[[str, int], None],  # (recording_id, size), once learned
         on_gone=Callable[[str], None] | None,      # a download was answered 404
     )

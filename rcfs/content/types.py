@@ -108,4 +108,5 @@ def call_back(callback: Callable[..., None], *args: Any) -> None:
     try:
         callback(*args)
     except Exception:
-        log.exception("content callback %s failed for %r", getattr(callback, "__name__", "?"), args[0])
+        log.exception("content callback %s failed for %r", getattr(callback, "__name__", "?"),
+                      args[0] if args else None)

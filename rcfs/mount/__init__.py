@@ -1,6 +1,6 @@
 """The mount's lifecycle: log in, index, serve, poll, unmount.
 
-`serve.py` owns the long-lived nursery (STYLE.md): the content manager's
+`lifecycle.py` owns the long-lived nursery (STYLE.md): the content manager's
 downloads, the rest of the index (`backfill.py`), the archive
 (`archive.py`), the refresher (`freshness.py`), the prefetcher
 (`prefetch.py`), the control socket (`control.py`), kernel invalidations and
@@ -28,7 +28,7 @@ plain `umount` ends the daemon as `rcfs umount` does (the FUSE main loop ends,
 the daemon unregisters and exits 0). Under an x-systemd.automount unit the
 mountpoint is an autofs trigger, which is mounted over, never listed.
 
-Modules: `serve` (the lifecycle and its nursery; `MountOptions`), `notify`
+Modules: `lifecycle` (`serve`: the lifecycle and its nursery; `MountOptions`), `notify`
 (`Notifier`, readiness and STATUS= lines), `mountpoint` (checks before
 mounting, detaching a dead mount), `commands` (the control socket's
 commands). This module re-exports the public names.
@@ -36,9 +36,9 @@ commands). This module re-exports the public names.
 
 from __future__ import annotations
 
+from .lifecycle import MountOptions, default_since, serve
 from .mountpoint import check_mountpoint, is_mounted, lazy_unmount
 from .notify import NOTIFY_STATUS_SECONDS, Notifier, logs_to_terminal
-from .serve import MountOptions, default_since, serve
 
 __all__ = [
     "NOTIFY_STATUS_SECONDS",

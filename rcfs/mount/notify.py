@@ -131,7 +131,7 @@ async def announce(mountpoint: Path, notifier: Notifier, summary: Callable[[], s
 
 
 def status_summary(stats: dict[str, Any], progress: dict[str, Any], archive: dict[str, Any],
-             link: Link) -> str:
+                   link: Link) -> str:
     """One line for systemd's STATUS=: what is served, offline or not, index and archive."""
     parts = [f"serving {stats.get('recordings', 0)} recordings"]
     if not link.online:
