@@ -6,6 +6,10 @@ once. Messages never carry a token, JWT or secret.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+_E = TypeVar("_E", bound=BaseException)
+
 
 class RcfsError(Exception):
     """Base of every error rcfs raises on purpose."""
@@ -76,3 +80,14 @@ class CacheFull(RcfsError):
 class Damaged(RcfsError):
     """Cached content does not match the digest taken when it was downloaded, and
     cannot be fetched again (deleted upstream): it is never served as good."""
+
+
+def found_in(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first `kind` among `exc` and, when trio wrapped it, its ExceptionGroups' leaves."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := found_in(inner, kind)) is not None:
+                return found
+    return None

@@ -102,6 +102,15 @@ def test_domain_errors_are_found_inside_exception_groups() -> None:
     assert _domain_error(ValueError("plain")) is None
 
 
+def test_an_os_error_is_found_inside_a_servers_exception_groups() -> None:
+    from rcfs.errors import found_in
+
+    busy = OSError(98, "Address already in use")
+    group = ExceptionGroup("server", [ExceptionGroup("listeners", [busy])])
+    assert found_in(group, OSError) is busy
+    assert found_in(ExceptionGroup("n", [ValueError("x")]), OSError) is None
+
+
 def test_interrupts_are_recognised_inside_exception_groups() -> None:
     from rcfs.cli.daemon import is_interrupt
 

@@ -25,7 +25,7 @@ import trio
 
 from rcfs.cli.logs import setup_logging
 from rcfs.cli.options import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, local_zone
-from rcfs.errors import ConfigError, RcfsError
+from rcfs.errors import ConfigError, RcfsError, found_in
 
 log = logging.getLogger("rcfs")
 
@@ -157,13 +157,7 @@ def is_interrupt(exc: BaseException) -> bool:
 
 def _domain_error(exc: BaseException) -> RcfsError | None:
     """The RcfsError behind `exc`, also when trio wrapped it in an ExceptionGroup."""
-    if isinstance(exc, RcfsError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            if (found := _domain_error(inner)) is not None:
-                return found
-    return None
+    return found_in(exc, RcfsError)
 
 
 def _daemonize(argv: list[str], args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from rcfs.config import Credentials, cache_root, ensure_private_dir, state_dir
 from rcfs.connection import Link, OfflineAware, log_in
 from rcfs.content import ContentManager
 from rcfs.control import ControlServer, remove_stale, socket_path
-from rcfs.errors import ConfigError, RcfsError
+from rcfs.errors import ConfigError, RcfsError, found_in
 from rcfs.freshness import Freshness
 from rcfs.fuse_ops import DeferredInvalidation, Operations
 from rcfs.index import Index, UpsertResult
@@ -370,22 +370,11 @@ async def _start_server(
     try:
         url: str = await nursery.start(call)
     except (OSError, BaseExceptionGroup) as exc:
-        cause = _os_error(exc)
+        cause = found_in(exc, OSError)  # also inside the ExceptionGroups a server's nursery raises
         if cause is None:
             raise
         raise ConfigError(f"cannot serve {what} on {host}:{port}: {cause.strerror or cause}") from None
     return url
-
-
-def _os_error(exc: BaseException) -> OSError | None:
-    """The OSError behind `exc`, also inside the ExceptionGroups a server's nursery raises."""
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            if (found := _os_error(inner)) is not None:
-                return found
-    return None
 
 
 async def _watch_signals(
