@@ -49,7 +49,7 @@ from rcfs.errors import CacheFull, NotFound, RcfsError
 from rcfs.index import Index, IndexedRecording
 from rcfs.models import from_epoch_ms
 from rcfs.status import ErrorLog
-from rcfs.units import fmt_bytes, fmt_duration
+from rcfs.units import count, fmt_bytes, fmt_duration
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +352,7 @@ def _at_risk(starts: list[int], now_ms: int, horizon_ms: int, per_ms: float) -> 
 def summary_line(a: dict[str, Any]) -> str:
     """`archive` of status.json as one readable line."""
     if not a.get("enabled"):
-        return (f"off (rcfs mount --archive): {a.get('pending', 0)} recordings not archived, "
+        return (f"off (rcfs mount --archive): {count(a.get('pending', 0), 'recording')} not archived, "
                 f"{a.get('done', 0)} archived, {a.get('lost', 0)} lost")
     eta = a.get("eta_s")
     when = "done" if not a.get("pending") else (

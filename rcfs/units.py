@@ -22,3 +22,8 @@ def fmt_duration(seconds: float) -> str:
     if seconds < 3 * 86400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+def count(n: int, noun: str) -> str:
+    """`1 recording`, `2 recordings`, `0 recordings` (English nouns with a plain -s)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

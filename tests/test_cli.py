@@ -52,6 +52,7 @@ def test_format_status_reads_every_section() -> None:
     })
     assert "7 recordings in 5 calls" in text
     assert "2.0 KiB of 4.0 KiB" in text
+    assert "4.0 KiB, 1 recording;" in text  # one, not "1 recordings"
     assert "Heavy    9/10 per 60 s; sent 11" in text
     assert "boom" in text
 

@@ -26,6 +26,7 @@ from rcfs.cli.display import fmt_bytes, format_status, progress_bar
 from rcfs.cli.logs import setup_logging
 from rcfs.cli.options import EXIT_FAIL, EXIT_OK, build_parser, local_zone
 from rcfs.errors import ConfigError, RcfsError
+from rcfs.units import count
 
 log = logging.getLogger("rcfs")
 
@@ -210,7 +211,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     if args.until is not None:
         msg["until"] = args.until.isoformat()
     queued = int(_control(args.mountpoint, msg, 60)["queued"])
-    print(f"prefetch: {queued} recordings queued; progress: rcfs status {args.mountpoint}")
+    print(f"prefetch: {count(queued, 'recording')} queued; progress: rcfs status {args.mountpoint}")
     if not args.wait:
         return EXIT_OK
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
@@ -236,7 +237,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     if args.cache_command == "prune":
         result = _control(args.mountpoint, {"cmd": "prune_deleted"}, 300)
-        print(f"pruned {result.get('removed', 0)} recordings deleted upstream "
+        print(f"pruned {count(result.get('removed', 0), 'recording')} deleted upstream "
               f"({fmt_bytes(result.get('bytes', 0))})")
         return EXIT_OK
     raise AssertionError(args.cache_command)
@@ -247,7 +248,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     r = _control(args.mountpoint, {"cmd": "verify", "repair": args.repair},
                  args.timeout if args.timeout is not None else 7 * 86400)
     damaged, unrepairable = r.get("damaged") or [], r.get("unrepairable") or []
-    print(f"verified {r.get('checked', 0)} recordings: {r.get('intact', 0)} intact, "
+    print(f"verified {count(r.get('checked', 0), 'recording')}: {r.get('intact', 0)} intact, "
           f"{len(damaged)} damaged, {r.get('repaired', 0)} repaired, "
           f"{r.get('no_digest', 0)} without a digest on record (digest taken now)")
     for rid in damaged:

@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from rcfs.units import fmt_bytes, fmt_duration
+from rcfs.units import count, fmt_bytes, fmt_duration
 
 log = logging.getLogger("rcfs")
 
@@ -42,14 +42,16 @@ def format_status(st: dict[str, Any]) -> str:
     lines = [
         f"account     {st.get('account', '?')}  (call log: {st.get('call_log_scope', 'company')})",
         *_connection(st.get("connection") or {}),
-        f"index       {idx.get('recordings', 0)} recordings in {idx.get('records', 0)} calls, "
+        f"index       {count(idx.get('recordings', 0), 'recording')} in "
+        f"{count(idx.get('records', 0), 'call')}, "
         f"{when(idx.get('oldest')).split(' (')[0]} .. {when(idx.get('newest')).split(' (')[0]}",
         *_index_progress(idx.get("progress") or {}),
         f"            {idx.get('deleted', 0)} deleted upstream ({idx.get('deleted_kept', 0)} kept"
         f"{'' if st.get('keep_deleted', True) else ', --no-keep-deleted'}); "
         f"last sync {when(idx.get('last_sync'))}",
         f"cache       {fmt_bytes(cache.get('bytes', 0))} of {fmt_bytes(cache.get('limit', 0))}, "
-        f"{cache.get('entries', 0)} recordings; {cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses",
+        f"{count(cache.get('entries', 0), 'recording')}; {cache.get('hits', 0)} hits, "
+        f"{cache.get('misses', 0)} misses",
         *_archive(st.get("archive") or {}),
         f"downloads   {dl.get('active', 0)} active, {dl.get('queued', 0)} queued, "
         f"{dl.get('done', 0)} done, {dl.get('failed', 0)} failed, {fmt_bytes(dl.get('bytes', 0))}",

@@ -36,6 +36,7 @@ from rcfs.prefetch import Prefetcher
 from rcfs.previews import PreviewGuard
 from rcfs.registry import real_mountpoint, register, unregister
 from rcfs.status import ErrorLog, status_document
+from rcfs.units import count
 from rcfs.vfs import Vfs
 from rcfs.web import WebApp, serve_web
 
@@ -330,7 +331,7 @@ async def _serve_without_fuse(
     try:
         await start_workers()
         where = f" at {web.snapshot()['url']}; sign in with: rcfs web" if web is not None else ""
-        notifier.ready(f"serving {index.stats().get('recordings', 0)} recordings{where} "
+        notifier.ready(f"serving {count(index.stats().get('recordings', 0), 'recording')}{where} "
                        f"(control socket {control_path})")
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:

@@ -19,7 +19,7 @@ import trio
 from rcfs.archive import summary_line
 from rcfs.connection import Link
 from rcfs.sdnotify import SdNotify
-from rcfs.units import fmt_duration
+from rcfs.units import count, fmt_duration
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ async def announce(mountpoint: Path, notifier: Notifier, summary: Callable[[], s
 def status_summary(stats: dict[str, Any], progress: dict[str, Any], archive: dict[str, Any],
                    link: Link) -> str:
     """One line for systemd's STATUS=: what is served, offline or not, index and archive."""
-    parts = [f"serving {stats.get('recordings', 0)} recordings"]
+    parts = [f"serving {count(stats.get('recordings', 0), 'recording')}"]
     if not link.online:
         parts.append(f"offline, retrying: {link.error}")
     if progress.get("complete"):
