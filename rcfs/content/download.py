@@ -143,6 +143,10 @@ class Download:
         self.state = State.QUEUED
         self.error: RcfsError | None = None
         self.cancel_scope = trio.CancelScope()
+        # Every byte is in and checked once it commits: cancelling the download (an
+        # unmount) lets the commit finish, so a complete download is not fetched
+        # again; the manager's aclose bounds the wait through this scope's deadline.
+        self.commit_scope = trio.CancelScope(shield=True)
         self.finished = trio.Event()  # the task has ended and cleaned up
         self._changed = trio.Event()
         self._headers_seen = False
@@ -226,7 +230,13 @@ class Download:
                         return
                     self.state = State.COMMITTING
                     assert self.total is not None
-                    await commit(self)
+                    with self.commit_scope:
+                        await commit(self)
+                    if self.commit_scope.cancelled_caught:  # closing, and out of time
+                        self._fail(TemporaryFailure(
+                            f"download of {self.recording_id} not committed: the cache closed"),
+                            quiet=True)
+                        return
                     self.state = State.DONE
                     stats.done += 1
                     self._notify()

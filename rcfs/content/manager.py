@@ -119,6 +119,7 @@ from .verify import Verifier, verify_all
 log = logging.getLogger(__name__)
 
 _CLOSE_TIMEOUT = 10.0  # seconds aclose waits for cancelled downloads to clean up
+_COMMIT_GRACE = 5.0  # seconds aclose gives complete downloads to commit (not fetched again)
 
 
 class ContentManager:
@@ -357,15 +358,18 @@ class ContentManager:
         }
 
     async def aclose(self) -> None:
-        """Cancel downloads (their partial files are removed), close the cache."""
+        """Cancel downloads (their partial files are removed; those complete and
+        committing commit first, within `_COMMIT_GRACE`), close the cache."""
         if self._closed:
             return
         self._closed = True
         self._book.stop_touches()
         with trio.CancelScope(shield=True):
             downloads = list(self._inflight.values())
+            commit_by = trio.current_time() + _COMMIT_GRACE
             for download in downloads:
-                download.cancel_scope.cancel()
+                download.cancel_scope.cancel()  # one that is committing still commits (download.py)
+                download.commit_scope.deadline = commit_by
             with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
                 for download in downloads:
                     await download.finished.wait()

@@ -279,7 +279,11 @@ async def test_group_commit_commits_each_recording_on_its_own(
 
 
 
-async def test_download_cancelled_while_queued_for_commit_leaves_nothing(tmp_path: Path) -> None:
+async def _queue_two_commits_then_cancel_71(
+    tmp_path: Path, *, commit_by_now: bool
+) -> tuple[dict[str, Exception], Any]:
+    """Two complete downloads queued behind a running commit; 71's download is
+    cancelled (as aclose does), with its commit out of time or not."""
     source = FakeSource()
     refs = [add(source, "71"), add(source, "72")]
     errors: dict[str, Exception] = {}
@@ -290,19 +294,51 @@ async def test_download_cancelled_while_queued_for_commit_leaves_nothing(tmp_pat
         except TemporaryFailure as exc:
             errors[ref.recording_id] = exc
 
+    async with running(tmp_path, source) as (manager, _), trio.open_nursery() as nursery, \
+            manager._book.lock:  # a commit runs
+        for ref in refs:
+            nursery.start_soon(fetch, manager, ref)
+        while len(manager._book.queue) < 2:
+            await trio.sleep(0.005)
+        (item_71,) = [i for i in manager._book.queue if i.recording_id == "71"]
+        download = manager._inflight["71"]
+        download.cancel_scope.cancel()
+        if commit_by_now:
+            download.commit_scope.deadline = trio.current_time()
+            while len(manager._book.queue) > 1:  # it leaves the queue
+                await trio.sleep(0.005)
+            assert item_71.fd._refs == 0 and not item_71.done
+        else:
+            await trio.sleep(0.05)
+            assert item_71 in manager._book.queue  # still waiting to commit
+    return errors, item_71
+
+
+def cache_keys(cache_dir: Path) -> set[str]:
+    store = Store(cache_dir, size_limit=1 << 30)
+    try:
+        return {k for k in store.cache.iterkeys() if isinstance(k, str)}
+    finally:
+        store.close()
+
+
+async def test_complete_download_cancelled_while_queued_for_commit_still_commits(
+    tmp_path: Path,
+) -> None:
+    """An unmount right after a burst of reads: the downloads that had every byte
+    are committed, not fetched again by the next mount."""
     with trio.fail_after(10):
-        async with running(tmp_path, source) as (manager, _):
-            async with trio.open_nursery() as nursery, manager._book.lock:  # a commit runs
-                for ref in refs:
-                    nursery.start_soon(fetch, manager, ref)
-                while len(manager._book.queue) < 2:
-                    await trio.sleep(0.005)
-                (item_71,) = [i for i in manager._book.queue if i.recording_id == "71"]
-                manager._inflight["71"].cancel_scope.cancel()
-                while len(manager._book.queue) > 1:  # it leaves the queue
-                    await trio.sleep(0.005)
-                assert item_71.fd._refs == 0 and not item_71.done
-            assert list(errors) == ["71"]
-            assert not manager.is_cached("71") and manager.is_cached("72")
-            assert manager._book.keys == db_keys(manager) == {"72"}
-            assert list((tmp_path / "partial").rglob("*.part")) == []
+        errors, item_71 = await _queue_two_commits_then_cancel_71(tmp_path, commit_by_now=False)
+    assert errors == {} and item_71.done
+    assert cache_keys(tmp_path) == {"71", "72"}
+    assert list((tmp_path / "partial").rglob("*.part")) == []
+
+
+async def test_download_cancelled_while_queued_for_commit_out_of_time_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(10):
+        errors, _ = await _queue_two_commits_then_cancel_71(tmp_path, commit_by_now=True)
+    assert list(errors) == ["71"] and "not committed" in str(errors["71"])
+    assert cache_keys(tmp_path) == {"72"}
+    assert list((tmp_path / "partial").rglob("*.part")) == []
