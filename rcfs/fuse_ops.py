@@ -63,6 +63,15 @@ XATTR_PREFIX = b"user.rc."
 # was shown an estimate for, so readers always see the exact size.
 ENTRY_TIMEOUT = 60.0
 ATTR_TIMEOUT = 60.0
+# A recording whose size is exact (and final: a download's promise is not)
+# never changes its name, size or times; what does change (a deletion
+# upstream pruned, a day re-read) reaches the kernel as an invalidation, and
+# `open` drops attributes whose size is not the one it serves. So the kernel
+# keeps such an entry and its attributes for an hour: a re-read a minute or
+# more later (a player's reopen, a second pass of a backup) costs no LOOKUP or
+# GETATTR round trip per file (2,000 files re-read 65 s later: 1.12x the time
+# of a warm re-read, against 1.78x with 60 s; medians vary by run).
+EXACT_RECORDING_TIMEOUT = 3600.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -235,8 +244,11 @@ class Operations(pyfuse3.Operations):
         a.generation = 0
         a.entry_timeout = ENTRY_TIMEOUT
         a.attr_timeout = ATTR_TIMEOUT
-        if not node.size_exact and node.recording_id is not None:
-            self._estimates_shown.add(node.ino)
+        if node.recording_id is not None:
+            if not node.size_exact:
+                self._estimates_shown.add(node.ino)
+            elif not self.vfs.size_provisional(node.recording_id):  # final, not just promised
+                a.entry_timeout = a.attr_timeout = EXACT_RECORDING_TIMEOUT
         a.st_mode = pyfuse3.ModeT(node.mode)
         a.st_nlink = node.nlink
         a.st_uid = node.uid
@@ -336,13 +348,17 @@ class Operations(pyfuse3.Operations):
                 raise pyfuse3.FUSEError(errno.EAGAIN)
             priority = BACKGROUND if verdict == "background" else INTERACTIVE
         info = await self.content.open(ContentRef.of(rec), priority)
-        if not rec.size_exact or inode in self._estimates_shown:
+        if not rec.size_exact or inode in self._estimates_shown or info.size != rec.size:
             # The kernel may hold an estimated size (the download, or a
-            # prefetch since, learned the exact one): drop its cached
-            # attributes so fstat() on the new descriptor, and the read path's
-            # EOF, see the exact size. attr_only: no page of it is cached yet.
+            # prefetch since, learned the exact one), or, for an hour
+            # (EXACT_RECORDING_TIMEOUT), an exact one the recording no longer
+            # has (fetched again after damage): drop its cached attributes so
+            # fstat() on the new descriptor, and the read path's EOF, see the
+            # size served. An estimate's file has no page cached yet (attr_only);
+            # a changed exact size's pages are of the bytes it had: dropped too.
+            changed = rec.size_exact and info.size != rec.size
             self._estimates_shown.discard(inode)
-            pyfuse3.invalidate_inode(inode, attr_only=True)
+            pyfuse3.invalidate_inode(inode, attr_only=not changed)
         opener = None
         if not info.complete:  # see readers()
             opener = (preview[0] if preview is not None else thread_group(ctx.pid), boot_ticks())

@@ -253,6 +253,10 @@ class Vfs:
         """
         self._sizes.learn(recording_id, size, content_type, final=final, digest=digest)
 
+    def size_provisional(self, recording_id: str) -> bool:
+        """Whether the size shown is only what a running download's headers promised."""
+        return self._sizes.is_provisional(recording_id)
+
     def size_unconfirmed(self, recording_id: str) -> int | None:
         """A download ended without confirming its provisional size: forget it.
         Returns the inode whose attributes the kernel must drop, if any."""

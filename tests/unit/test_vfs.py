@@ -327,3 +327,24 @@ def test_two_thousand_recording_day(index: Index) -> None:
     assert t2 - t1 < 0.02
     assert len(json.loads(vfs.read_small(calls_json_ino(day_date := start.date())))) == 2000
     assert day_date.day == 23
+
+
+def test_kernel_timeouts_long_only_for_final_exact_sizes(filled: Index) -> None:
+    """An hour for a recording whose size is exact and final; a minute for an
+    estimate (remembered, so open drops it), a download's promise, and the rest."""
+    from rcfs.fuse_ops import ATTR_TIMEOUT, EXACT_RECORDING_TIMEOUT, Operations
+    from rcfs.status import ErrorLog
+
+    vfs = make_vfs(filled)
+    ops = Operations(vfs, content=None, errors=ErrorLog())  # type: ignore[arg-type]
+    path = "/2026/11/23/093015_in_+16505550123_to_101_R1.mp3"
+    estimate = ops._attrs(walk(vfs, path))
+    assert estimate.attr_timeout == estimate.entry_timeout == ATTR_TIMEOUT
+    assert walk(vfs, path).ino in ops._estimates_shown
+    vfs.set_exact_size("R1", 5000, "audio/mpeg", final=False)  # promised by the headers
+    assert ops._attrs(walk(vfs, path)).attr_timeout == ATTR_TIMEOUT
+    vfs.set_exact_size("R1", 5000, "audio/mpeg")
+    exact = ops._attrs(walk(vfs, path))
+    assert exact.attr_timeout == exact.entry_timeout == EXACT_RECORDING_TIMEOUT
+    assert ops._attrs(walk(vfs, "/2026/11/23")).attr_timeout == ATTR_TIMEOUT
+    assert ops._attrs(walk(vfs, "/2026/11/23/calls.json")).attr_timeout == ATTR_TIMEOUT
