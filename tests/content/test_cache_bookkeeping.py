@@ -174,25 +174,12 @@ async def test_archive_and_prune_close_parked_descriptors(tmp_path: Path) -> Non
             assert parked._refs == 0 and not manager.is_cached("31")
 
 
-async def test_parked_file_truncated_behind_our_back_is_not_served(tmp_path: Path) -> None:
-    source = FakeSource()
-    ref = add(source, "41")
-    data = source.plans[ref.content_uri].data
-    with trio.fail_after(10):
-        async with running(tmp_path, source) as (manager, _):
-            await manager.prefetch(ref)
-            await open_read_release(manager, ref)
-            (val,) = (tmp_path / "cache").rglob("*.val")
-            os.truncate(val, 1000)
-            info = await manager.open(ref)
-            assert not info.complete  # dropped and downloaded again
-            assert await read_all(manager, "41", SIZE) == data
-            manager.release("41")
-
-
-async def test_parked_file_removed_behind_our_back_is_fetched_again(tmp_path: Path) -> None:
-    """Not served from the parked descriptor of a removed file: its row is dropped
-    (nothing counts it as cached) and the next open downloads it again."""
+@pytest.mark.parametrize("damage", ["truncated", "removed"])
+async def test_parked_file_changed_behind_our_back_is_fetched_again(
+    tmp_path: Path, damage: str
+) -> None:
+    """Not served from the parked descriptor of a truncated or removed file: its row
+    is dropped (nothing counts it as cached) and the next open downloads it again."""
     source = FakeSource()
     ref = add(source, "42")
     data = source.plans[ref.content_uri].data
@@ -202,10 +189,13 @@ async def test_parked_file_removed_behind_our_back_is_fetched_again(tmp_path: Pa
             await open_read_release(manager, ref)
             assert "42" in manager._idle
             (val,) = (tmp_path / "cache").rglob("*.val")
-            val.unlink()
+            if damage == "truncated":
+                os.truncate(val, 1000)
+            else:
+                val.unlink()
             info = await manager.open(ref)
             assert not info.complete
-            assert "42" not in db_keys(manager)  # the dangling row is gone at once
+            assert "42" not in db_keys(manager)  # the row is gone at once
             assert await read_all(manager, "42", SIZE) == data
             manager.release("42")
             assert len(source.calls) == 2
