@@ -51,6 +51,7 @@ def _mount_options(args: argparse.Namespace) -> Any:
         cache_min_free=args.cache_min_free,
         start_timeout=args.start_timeout,
         allow_other=getattr(args, "allow_other", False),
+        read_ahead=getattr(args, "read_ahead", 0),
         uid=os.getuid() if uid is None else uid,
         gid=os.getgid() if gid is None else gid,
         umask=getattr(args, "umask", 0o022),

@@ -172,6 +172,10 @@ def _add_mount_options(p: argparse.ArgumentParser, *, fuse: bool = True) -> None
         p.add_argument("--allow-other", action="store_true",
                        help="let other users see the mount (needs user_allow_other in "
                             "/etc/fuse.conf)")
+        p.add_argument("--read-ahead", type=parse_size, default=parse_size("1M"), metavar="SIZE",
+                       help="how far the kernel reads ahead of a reader on this mount, which "
+                            "bounds the size of its reads (0: the kernel's own, 128K; "
+                            "default: 1M)")
         p.add_argument("--uid", type=int, default=None, help="owner of every file (default: you)")
         p.add_argument("--gid", type=int, default=None, help="group of every file (default: yours)")
         p.add_argument("--umask", type=parse_umask, default=0o022,

@@ -41,7 +41,7 @@ from rcfs.vfs import Vfs
 from rcfs.web import WebApp, serve_web
 
 from .commands import control_commands
-from .mountpoint import lazy_unmount
+from .mountpoint import lazy_unmount, set_read_ahead
 from .notify import Notifier, announce, logs_to_terminal, status_summary
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class MountOptions:
     cache_size: int = 10 * 1024**3
     poll_interval: float = 300.0
     allow_other: bool = False
+    read_ahead: int = 0  # bytes the kernel reads ahead on the mount (0: its default)
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     umask: int = 0o022
@@ -304,7 +305,8 @@ async def _serve_tree(
                 archive = archiver.snapshot() if archiver is not None else {}
                 return status_summary(index.stats(), backfill.snapshot(), archive, link)
 
-            nursery.start_soon(announce, opts.mountpoint, notifier, summary)
+            nursery.start_soon(announce, opts.mountpoint, notifier, summary,
+                               functools.partial(set_read_ahead, mounted_at, opts.read_ahead))
             await pyfuse3.main()
             clean = True
             if signalled.is_set():

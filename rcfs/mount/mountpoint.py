@@ -4,6 +4,7 @@ reason), whether rcfs is mounted there, and detaching a dead mount.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import subprocess
@@ -11,6 +12,10 @@ from pathlib import Path
 
 from rcfs.errors import ConfigError
 from rcfs.registry import FSTYPE, mount_at, real_mountpoint
+
+log = logging.getLogger(__name__)
+
+BDI = "/sys/class/bdi"
 
 
 def check_mountpoint(path: Path) -> None:
@@ -73,3 +78,34 @@ def is_mounted(mountpoint: Path) -> bool:
             return any(line.split()[1] == target for line in f)
     except OSError:
         return os.path.ismount(mountpoint)
+
+
+def set_read_ahead(mountpoint: str, size: int, bdi_root: str = BDI) -> None:
+    """Let the kernel read `size` bytes ahead on the rcfs mount at `mountpoint` (0: leave it).
+
+    A FUSE mount's backing device reads ahead 128 KiB by default, and no read
+    the kernel sends the daemon is larger, whatever size the reader asks for:
+    a 1 MiB read is eight round trips. With 1 MiB the kernel sends one
+    (pyfuse3's libfuse allows 1 MiB requests), which doubled the rate of a big
+    file read after a remount here. Set it once the kernel has had the reply to
+    FUSE_INIT, which lowers it to the reply's own 128 KiB. The mount's device
+    comes from mountinfo, not a stat, which would be a request to this very
+    daemon. Setting it needs root; without, the kernel's default stays and the
+    mount works as before.
+    """
+    if size <= 0:
+        return
+    entry = mount_at(mountpoint)
+    if entry is None or entry.fstype != FSTYPE:
+        log.info("read-ahead: no rcfs mount at %s in mountinfo; the kernel's default stays",
+                 mountpoint)
+        return
+    path = os.path.join(bdi_root, entry.dev, "read_ahead_kb")
+    try:
+        with open(path, "w", encoding="ascii") as f:
+            f.write(str(max(1, size // 1024)))
+    except OSError as exc:
+        log.info("read-ahead: cannot set %s (%s); the kernel's default stays", path,
+                 exc.strerror or exc)
+        return
+    log.debug("read-ahead: %d KiB on %s", max(1, size // 1024), mountpoint)

@@ -95,8 +95,12 @@ def logs_to_terminal() -> bool:
                for h in logging.getLogger().handlers)
 
 
-async def announce(mountpoint: Path, notifier: Notifier, summary: Callable[[], str]) -> None:
-    """Say the mount is ready once its tree answers; then keep systemd's STATUS current."""
+async def announce(mountpoint: Path, notifier: Notifier, summary: Callable[[], str],
+                   on_answered: Callable[[], None] = lambda: None) -> None:
+    """Say the mount is ready once its tree answers; then keep systemd's STATUS current.
+
+    `on_answered` runs before that, once the kernel has had FUSE_INIT's reply (the
+    listing needed it): what the reply would reset, such as the read-ahead, is set there."""
     # Ready (to systemd, to a daemonizing parent, to mount(8)) only once the tree is
     # listable: list its root through the kernel as any client would, answered by
     # the FUSE main loop that runs beside this task.
@@ -110,6 +114,7 @@ async def announce(mountpoint: Path, notifier: Notifier, summary: Callable[[], s
     if probe.returncode != 0:
         said = probe.stderr.decode(errors="replace").strip().splitlines()
         log.warning("listing %s once mounted failed: %s", mountpoint, said[-1] if said else "?")
+    on_answered()
 
     def line() -> str:
         try:

@@ -108,6 +108,30 @@ def is_mounted(path: Path) -> bool:
         return any(line.split()[1] == target for line in f)
 
 
+# rcfs's default --read-ahead. The passthrough and rclone get it too, like for like:
+# every FUSE mount's backing device reads 128 KiB ahead unless told otherwise, and
+# that bounds the size of the reads the kernel sends any of them.
+READ_AHEAD_KB = 1024
+
+
+def read_ahead_file(mp: Path) -> Path:
+    dev = os.stat(mp).st_dev  # a client's stat: the mount has had FUSE_INIT's reply after it
+    return Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+
+
+def set_read_ahead(mp: Path) -> None:
+    read_ahead_file(mp).write_text(str(READ_AHEAD_KB))
+
+
+def wait_read_ahead(mp: Path, timeout: float = 20) -> None:
+    """Until rcfs has set its read-ahead (it does once its root answered)."""
+    deadline = time.monotonic() + timeout
+    while (now := int(read_ahead_file(mp).read_text())) != READ_AHEAD_KB:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"rcfs left the read-ahead of {mp} at {now} KiB")
+        time.sleep(0.02)
+
+
 def wait_mounted(path: Path, proc: subprocess.Popen[Any], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not is_mounted(path):
@@ -283,6 +307,7 @@ def passthrough_mount(source: Path, mp: Path) -> Iterator[Mounted]:
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_mounted(mp, proc, 60, "passthrough")
+        set_read_ahead(mp)
         yield Mounted(mp, proc)
     finally:
         REAPER.stop(proc)
@@ -347,6 +372,7 @@ def rclone_mount(url: str, mp: Path, cache_dir: Path) -> Iterator[Mounted]:
     )
     try:
         wait_mounted(mp, proc, 60, "rclone mount")
+        set_read_ahead(mp)
         yield Mounted(mp, proc)
     finally:
         REAPER.stop(proc)

@@ -93,11 +93,13 @@ def run(bench: Any) -> None:
         bench.log(f"reading: rcfs cycle {cycle + 1}/{s.uncached_cycles} (uncached, warm, remounted)")
         home, mp = bench.home(), bench.work / "mnt-rcfs"
         with procs.rcfs_mount(emu, home, mp, "40d") as m:
+            procs.wait_read_ahead(mp)
             read_pass(bench, "rcfs", "uncached", mp, m.pid)
             for _ in range(s.warm_passes):
                 read_pass(bench, "rcfs", "warm", mp, m.pid)
         for _ in range(s.remounts_per_cycle):
             with procs.rcfs_mount(emu, home, mp, "40d") as m:
+                procs.wait_read_ahead(mp)
                 read_pass(bench, "rcfs", "remount", mp, m.pid)
         shutil.rmtree(home, ignore_errors=True)
 
@@ -180,6 +182,7 @@ def ttfb(bench: Any) -> None:
     with procs.rcfs_mount(emu, home, mp, "40d") as m, \
             httpx.Client(timeout=60, trust_env=False,
                          headers={"Authorization": f"Bearer {token}"}) as client:
+        procs.wait_read_ahead(mp)
         for i, rel in enumerate(picks):
             start = time.perf_counter()
             fd = os.open(m.path / rel, os.O_RDONLY)

@@ -270,6 +270,28 @@ def test_size_learned_without_open_is_exact_on_open(tmp_path: Path) -> None:
                 assert fh.read() == expected, f
 
 
+def read_ahead_kb(mp: Path) -> int:
+    from rcfs.registry import mount_at
+
+    entry = mount_at(str(mp))
+    assert entry is not None and entry.fstype == "fuse.rcfs", entry
+    return int(Path(f"/sys/class/bdi/{entry.dev}/read_ahead_kb").read_text())
+
+
+@pytest.mark.parametrize(("option", "expected_kb"), [((), 1024), (("--read-ahead", "256K"), 256),
+                                                     (("--read-ahead", "0"), 128)])
+def test_read_ahead_of_the_mount(emulator: EmulatorProc, tmp_path: Path,
+                                 option: tuple[str, ...], expected_kb: int) -> None:
+    """The kernel reads 1 MiB ahead on the mount by default (one FUSE read where its own
+    128 KiB makes eight), --read-ahead sets it, 0 leaves the kernel's; bytes stay exact."""
+    with mounted(emulator, tmp_path, *option) as m:
+        wait_for(lambda: read_ahead_kb(m.path) == expected_kb, 10,
+                 f"read_ahead_kb {expected_kb} (it is {read_ahead_kb(m.path)})")
+        biggest = max(recordings(m.path), key=lambda p: p.stat().st_size)
+        with open(biggest, "rb") as f:
+            assert f.read() == emulator.content(rec_id(biggest))
+
+
 def test_double_ctrl_c_unmounts_cleanly(tmp_path: Path) -> None:
     """A second SIGINT during the unmount is absorbed: exit 0, no traceback, nothing mounted."""
     require_fuse()
