@@ -1,11 +1,15 @@
 """What a day directory holds: its recordings' files and its `calls.json`.
 
-A day listing (`Day`) holds its nodes and the size of its calls.json; the
-listings are an LRU of at most 20,000 entries in all by default (a bigger day
-is still cached, alone). The bytes of the days built last are kept up to
-8 MiB in all by default (rsync lists a day, then copies its calls.json);
-otherwise they are built again, deterministically, from the listing's names
-and deletions when calls.json is opened (~30 ms for a 2,000-call day).
+A day listing (`Day`) holds its nodes and, once asked for, the size of its
+calls.json; the listings are an LRU of at most 20,000 entries in all by
+default (a bigger day is still cached, alone). calls.json is built (~30 ms
+for a 2,000-call day: a second index query, every record decoded and
+encoded) only when something lists the day, looks it up or opens it, not
+when a recording's path is looked up: opening a day's files by name after a
+remount spent ~15% of the daemon's time building it. The bytes of the days
+built last are kept up to 8 MiB in all by default (rsync lists a day, then
+copies its calls.json); otherwise they are built again, deterministically,
+from the listing's names and deletions when calls.json is opened.
 Building a listing also fills the tree's recordings cache with the day's
 files, so that opening them costs no index query.
 """
@@ -33,8 +37,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Day:
-    names: list[str]  # sorted
-    nodes: dict[str, Node]  # calls.json's size: the length of `_calls_bytes(...)`
+    names: list[str]  # sorted, calls.json included
+    nodes: dict[str, Node]  # calls.json's once sized: the length of `_calls_bytes(...)`
     ids: dict[str, str]  # recording id -> name
     deleted: frozenset[str]  # recording ids gone upstream (marked in calls.json)
 
@@ -71,13 +75,25 @@ class Days:
         # calls.json bytes of the days built last, consistent with their listing.
         self._calls: LRUCache[date, bytes] = LRUCache(maxsize=calls_bytes, getsizeof=len)
 
-    def listing(self, d: date) -> Day:
+    def listing(self, d: date, *, calls: bool = True) -> Day:
+        """The day's listing; with `calls`, its calls.json node is in `nodes` too."""
         listing = self._days.get(d)
-        return self._load(d)[0] if listing is None else listing
+        if listing is None:
+            listing = self._days[d] = self._build(d)
+            self._calls.pop(d, None)
+        if calls and CALLS_JSON not in listing.nodes:
+            self._size_calls(d, listing)
+        return listing
+
+    def node(self, d: date, name: str) -> Node | None:
+        """The node of one name in the day (a recording's costs no calls.json)."""
+        return self.listing(d, calls=name == CALLS_JSON).nodes.get(name)
 
     def calls_json(self, d: date) -> bytes:
         """The content of the day's calls.json, of the size its listing shows."""
-        listing = self.listing(d)
+        listing = self.listing(d, calls=False)
+        if CALLS_JSON not in listing.nodes:
+            return self._size_calls(d, listing)
         data = self._calls.get(d)
         if data is None:
             data = self._calls_bytes(d, listing.ids, listing.deleted)
@@ -85,7 +101,8 @@ class Days:
                 # The index changed under the cached listing and the refresh
                 # has not invalidated it yet: serve the new state, size and all.
                 log.debug("calls.json of %s changed before invalidation: rebuilt", d)
-                return self._load(d)[1]
+                self.forget(d)
+                return self._size_calls(d, self.listing(d, calls=False))
             self._keep_calls(d, data)
         return data
 
@@ -103,19 +120,20 @@ class Days:
         self._days.clear()
         self._calls.clear()
 
-    def _load(self, d: date) -> tuple[Day, bytes]:
-        listing, data = self._build(d)
-        self._days[d] = listing
-        self._calls.pop(d, None)
+    def _size_calls(self, d: date, listing: Day) -> bytes:
+        """Build calls.json, put its node (its size) in the listing, keep the bytes."""
+        data = self._calls_bytes(d, listing.ids, listing.deleted)
+        listing.nodes[CALLS_JSON] = self._attrs.file(calls_json_ino(d), len(data),
+                                                     self._listings.mtime_of_day(d))
         self._keep_calls(d, data)
-        return listing, data
+        return data
 
     def _keep_calls(self, d: date, data: bytes) -> None:
         if len(data) <= self._calls.maxsize:
             self._calls[d] = data
 
-    def _build(self, d: date) -> tuple[Day, bytes]:
-        """The day's listing and its calls.json bytes (whose length the listing keeps)."""
+    def _build(self, d: date) -> Day:
+        """The day's listing, without calls.json's node (`_size_calls` adds it)."""
         tz = self._tz
         lo, hi = self._listings.start_of(d), self._listings.start_of(d + timedelta(days=1))
         nodes: dict[str, Node] = {}
@@ -137,10 +155,7 @@ class Days:
             # daemon reading a remounted day of 2,000 files).
             for ino, rec in recs:
                 self._recs[ino] = rec
-        calls = self._calls_bytes(d, ids, frozenset(deleted))
-        nodes[CALLS_JSON] = self._attrs.file(calls_json_ino(d), len(calls),
-                                             self._listings.mtime_of_day(d))
-        return Day(sorted(nodes), nodes, ids, frozenset(deleted)), calls
+        return Day(sorted([*nodes, CALLS_JSON]), nodes, ids, frozenset(deleted))
 
     def _calls_bytes(self, d: date, ids: dict[str, str], deleted: frozenset[str]) -> bytes:
         """calls.json of a day: the same bytes for the same records, ids and deletions."""

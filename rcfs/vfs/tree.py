@@ -112,7 +112,7 @@ class Vfs:
                 return lists.dir_node((key[0], key[1], int(name)))
         elif kind == "day":
             lists.check_exists(kind, key, parent_ino)  # also rejects 2026-02-31
-            node = self._days.listing(date(*key)).nodes.get(name)
+            node = self._days.node(date(*key), name)
             if node is not None:
                 return node
         raise NotFound(f"no {name!r} in inode {parent_ino}")
@@ -129,7 +129,9 @@ class Vfs:
             return self._recording(ino)[2]
         self._listings.check_exists(kind, key, ino)
         if kind == "calls":
-            return self._days.listing(date(*key)).nodes[CALLS_JSON]
+            node = self._days.node(date(*key), CALLS_JSON)
+            assert node is not None
+            return node
         return self._listings.dir_node(key)
 
     def readdir(self, ino: int) -> list[tuple[str, Node]]:

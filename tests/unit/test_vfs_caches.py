@@ -107,6 +107,26 @@ def test_calls_json_size_is_the_length_of_the_rebuilt_bytes(idx: CountingIndex) 
     assert small.getattr(CALLS23).size == size
 
 
+def test_calls_json_is_built_only_when_asked_for(idx: CountingIndex) -> None:
+    """Looking up a recording by path builds no calls.json (a second index query and
+    every record through json); listing the day, or looking calls.json up, does."""
+    vfs = make_vfs(idx)
+    assert walk(vfs, R1).size > 0
+    assert vfs.lookup(DAY23, "calls.json").size > 0 and idx.queries["records_between"] == 1
+    fresh = make_vfs(idx)
+    walk(fresh, R1)
+    assert idx.queries["records_between"] == 1  # the recording alone: none more
+    names = [name for name, _ in fresh.readdir(DAY23)]
+    assert "calls.json" in names and names == sorted(names)
+    assert idx.queries["records_between"] == 2
+    assert len(fresh.read_small(CALLS23)) == fresh.getattr(CALLS23).size
+    assert idx.queries["records_between"] == 2  # the bytes built for the listing
+    other = make_vfs(idx)
+    walk(other, R1)
+    assert len(other.read_small(CALLS23)) == other.getattr(CALLS23).size  # built on open
+    assert idx.queries["records_between"] == 3
+
+
 def test_calls_json_changed_before_invalidation_is_served_with_its_size(
     idx: CountingIndex,
 ) -> None:
