@@ -136,10 +136,6 @@ class RingCentralClient:
     def _http_client(
         creds: Credentials, transport: httpx.AsyncBaseTransport | None, timeout: float
     ) -> httpx.AsyncClient:
-        import os as _os
-        if _os.environ.get("RCFS_EXP_READ"):
-            import httpcore
-            httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = int(_os.environ["RCFS_EXP_READ"])
         return httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
