@@ -7,8 +7,8 @@ request pipeline (rate limiter → bearer token → send → one renewal and res
 on 401 → domain error), the retry policy around idempotent requests, and the
 operations of docs/INTERFACES.md. Tokens travel only in the Authorization
 header, never in a URL, so httpx's own request logging cannot leak them.
-URLs (origins, secrets stripped) and transport failures as one line are
-`wire.py`'s.
+Which hosts get the token is `hosts.py`'s; URLs (origins, secrets stripped)
+and transport failures as one line are `wire.py`'s.
 """
 
 from __future__ import annotations
@@ -22,17 +22,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import trio
 
 from rcfs.api.auth import Authenticator, TokenStore, default_token_path, fingerprint
 from rcfs.api.groups import Budget
+from rcfs.api.hosts import Hosts
 from rcfs.api.ratelimit import Priority, PriorityLike, RateLimiter, Ticket
 from rcfs.api.responses import ContentResponse, error_for, parse_json_object
 from rcfs.api.retry import RetryPolicy, retrying
-from rcfs.api.wire import is_loopback_host, origin, strip_secret_params, transport_reason
+from rcfs.api.wire import is_loopback_host, strip_secret_params, transport_reason
 from rcfs.config import Credentials
 from rcfs.errors import (
     AuthError,
@@ -94,7 +95,7 @@ class RingCentralClient:
                       else Authenticator(creds, store, self._grant))
         pair = f"{creds.client_id}:{creds.client_secret}".encode()
         self._basic = "Basic " + base64.b64encode(pair).decode()
-        self._allowed = {origin(creds.server_url), origin(creds.media_url)}
+        self._hosts = Hosts(creds.server_url, creds.media_url)
         self.call_log_scope: Literal["company", "extension"] = "company"
         self.last_failure: str | None = None  # the last transport failure, for start-up messages
 
@@ -143,29 +144,6 @@ class RingCentralClient:
             headers={"User-Agent": "rcfs/0.1"},
             trust_env=not creds.is_loopback,
         )
-
-    # -- hosts -----------------------------------------------------------------------
-
-    def _checked_url(self, url: str, what: str) -> str:
-        if url.startswith("/"):
-            url = self._creds.server_url + url
-        try:
-            found = origin(url)
-        except ValueError:  # e.g. a port out of range
-            raise BadResponse(f"{what}: unusable URL from the server") from None
-        if found not in self._allowed:
-            # scheme://host:port only: a URL may carry credentials or tokens.
-            scheme, host, port = found
-            raise ForeignHostRefused(
-                f"{what}: refusing to contact {scheme}://{host or '?'}:{port}, which is neither "
-                f"the platform ({self._creds.server_url}) nor the media host ({self._creds.media_url})"
-            )
-        return strip_secret_params(url)
-
-    def _platform_url(self, uri: str) -> str:
-        """A URI the platform returned (navigation): keep path and query, on our server."""
-        parts = urlsplit(uri)
-        return self._creds.server_url + urlunsplit(("", "", parts.path, parts.query, ""))
 
     # -- the request pipeline -------------------------------------------------------
 
@@ -220,7 +198,7 @@ class RingCentralClient:
         stream: bool = False,
     ) -> httpx.Response:
         """One attempt of a bearer-authenticated request: a 2xx response or a domain error."""
-        url = self._checked_url(url, op)
+        url = self._hosts.checked(url, op)
         renewed = False
         redirects = 0
         token = await self._auth.token()
@@ -260,24 +238,18 @@ class RingCentralClient:
                 if redirects > MAX_REDIRECTS:
                     raise TemporaryFailure(f"{op}: too many redirects")
                 target = str(resp.url.join(resp.headers["location"]))
-                if op == CONTENT_OP and self._foreign(target):
+                if op == CONTENT_OP and self._hosts.foreign(target):
                     # The media host hands the bytes over to storage elsewhere (a
                     # signed URL): follow it without the token (API-NOTES.md).
                     return await self._send_unauthenticated(
                         op, target, {k: v for k, v in (headers or {}).items()
                                      if k.lower() != "authorization"}, stream, redirects)
-                url = self._checked_url(target, op)
+                url = self._hosts.checked(target, op)
                 params = None
                 continue
             if 200 <= status < 300:
                 return resp
             await self._fail(op, resp)
-
-    def _foreign(self, url: str) -> bool:
-        try:
-            return origin(url) not in self._allowed
-        except ValueError:
-            return True
 
     async def _send_unauthenticated(
         self, op: str, url: str, headers: dict[str, str], stream: bool, redirects: int
@@ -428,7 +400,7 @@ class RingCentralClient:
             if not isinstance(uri, str) or not uri or uri in seen:
                 return
             seen.add(uri)
-            page = await self._get_json(op, self._platform_url(uri), priority=priority)
+            page = await self._get_json(op, self._hosts.platform_url(uri), priority=priority)
 
     async def sync_call_log(
         self,
@@ -489,7 +461,7 @@ class RingCentralClient:
         TemporaryFailure and the caller resumes with a new `start`.
         """
         op = CONTENT_OP
-        url = self._checked_url(content_uri, op)
+        url = self._hosts.checked(content_uri, op)
         # No Accept: application/json here (it breaks binary downloads), and no
         # content-encoding, so byte offsets mean file offsets.
         headers = {"Accept": "*/*", "Accept-Encoding": "identity", "Range": f"bytes={start}-"}
