@@ -158,8 +158,9 @@ class PreviewGuard:
 
 # Thread -> process, for a few seconds: a reader's opens come one after another
 # from the same thread, and /proc/TID/status costs ~0.1 ms of each uncached open
-# (2% of it). A thread id is reused only after the kernel has gone through the
-# whole pid space, never within seconds.
+# (2% of it). A thread id comes round again only once the kernel has gone
+# through the pid space (pid_max), which a machine forking hard can do within
+# seconds: a remembered thread of another process must still be one of its tasks.
 _TGIDS: TTLCache[int, int] = TTLCache(maxsize=1024, ttl=5.0)
 
 
@@ -167,7 +168,7 @@ def thread_group(tid: int) -> int:
     """The process (thread group) of the thread behind a FUSE request: FUSE names the
     thread, and a multi-threaded thumbnailer is one process."""
     tgid = _TGIDS.get(tid)
-    if tgid is not None:
+    if tgid is not None and (tgid == tid or os.path.exists(f"/proc/{tgid}/task/{tid}")):
         return tgid
     try:
         with open(f"/proc/{tid}/status", encoding="utf-8", errors="replace") as f:

@@ -23,6 +23,19 @@ def test_parse_size() -> None:
             cli.parse_size(bad)
 
 
+def test_parse_read_ahead() -> None:
+    from rcfs.cli.options import parse_read_ahead
+
+    assert parse_read_ahead("0") == 0  # the kernel's own
+    assert parse_read_ahead("1M") == 1 << 20
+    assert parse_read_ahead("4K") == 4096
+    assert parse_read_ahead("5000") == 8192  # whole 4 KiB pages, rounded up
+    assert parse_read_ahead("64M") == 64 << 20
+    for bad in ("1", "2K", "4095", "65M", "1T", "lots"):  # 1 to 3 KiB would turn it off
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_read_ahead(bad)
+
+
 def test_parse_since() -> None:
     assert cli.parse_since("2026-09-01") == datetime(2026, 9, 1, tzinfo=UTC)
     assert cli.parse_since("2026-09-01T08:00:00+02:00") == datetime(2026, 9, 1, 6, tzinfo=UTC)

@@ -81,6 +81,21 @@ def parse_umask(text: str) -> int:
     return value
 
 
+READ_AHEAD_MAX = 64 << 20
+
+
+def parse_read_ahead(text: str) -> int:
+    """A read-ahead size: 0 (the kernel's own), else 4K to 64M, rounded up to whole
+    4 KiB pages (the kernel keeps it in pages: 1 to 3 KiB would turn it off)."""
+    size = parse_size(text)
+    if size == 0:
+        return 0
+    if not 4096 <= size <= READ_AHEAD_MAX:
+        raise argparse.ArgumentTypeError(
+            f"invalid read-ahead {text!r} (0 for the kernel's own, else 4K to 64M)")
+    return -(-size // 4096) * 4096
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """HOST:PORT, [V6]:PORT or :PORT (loopback) for a server rcfs runs."""
     m = re.fullmatch(r"\s*(?:\[([0-9A-Fa-f:.]+)\]|([^:\s]*)):(\d{1,5})\s*", text)
@@ -172,10 +187,10 @@ def _add_mount_options(p: argparse.ArgumentParser, *, fuse: bool = True) -> None
         p.add_argument("--allow-other", action="store_true",
                        help="let other users see the mount (needs user_allow_other in "
                             "/etc/fuse.conf)")
-        p.add_argument("--read-ahead", type=parse_size, default=parse_size("1M"), metavar="SIZE",
+        p.add_argument("--read-ahead", type=parse_read_ahead, default=1 << 20, metavar="SIZE",
                        help="how far the kernel reads ahead of a reader on this mount, which "
-                            "bounds the size of its reads (0: the kernel's own, 128K; "
-                            "default: 1M)")
+                            "bounds the size of its reads; needs root (0: the kernel's own, "
+                            "128K; default: 1M)")
         p.add_argument("--uid", type=int, default=None, help="owner of every file (default: you)")
         p.add_argument("--gid", type=int, default=None, help="group of every file (default: yours)")
         p.add_argument("--umask", type=parse_umask, default=0o022,

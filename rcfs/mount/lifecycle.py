@@ -56,7 +56,7 @@ class MountOptions:
     cache_size: int = 10 * 1024**3
     poll_interval: float = 300.0
     allow_other: bool = False
-    read_ahead: int = 0  # bytes the kernel reads ahead on the mount (0: its default)
+    read_ahead: int = 1 << 20  # bytes the kernel reads ahead on the mount (0: its default)
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     umask: int = 0o022

@@ -4,6 +4,7 @@ reason), whether rcfs is mounted there, and detaching a dead mount.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -80,10 +81,12 @@ def is_mounted(mountpoint: Path) -> bool:
         return os.path.ismount(mountpoint)
 
 
-def set_read_ahead(mountpoint: str, size: int, bdi_root: str = BDI) -> None:
-    """Let the kernel read `size` bytes ahead on the rcfs mount at `mountpoint` (0: leave it).
+def set_read_ahead(mountpoint: str, size: int, *, bdi_root: str = BDI,
+                   mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Let the kernel read `size` bytes ahead on the rcfs mount at `mountpoint` (0: leave
+    it); True if it was set.
 
-    A FUSE mount's backing device reads ahead 128 KiB by default, and no read
+    A FUSE mount's backing device reads 128 KiB ahead by default, and no read
     the kernel sends the daemon is larger, whatever size the reader asks for:
     a 1 MiB read is eight round trips. With 1 MiB the kernel sends one
     (pyfuse3's libfuse allows 1 MiB requests), which doubled the rate of a big
@@ -94,18 +97,22 @@ def set_read_ahead(mountpoint: str, size: int, bdi_root: str = BDI) -> None:
     mount works as before.
     """
     if size <= 0:
-        return
-    entry = mount_at(mountpoint)
+        return False
+    entry = mount_at(mountpoint, mountinfo)
     if entry is None or entry.fstype != FSTYPE:
         log.info("read-ahead: no rcfs mount at %s in mountinfo; the kernel's default stays",
                  mountpoint)
-        return
+        return False
     path = os.path.join(bdi_root, entry.dev, "read_ahead_kb")
+    kib = max(4, -(-size // 4096) * 4)  # whole pages: the kernel keeps it in pages
     try:
         with open(path, "w", encoding="ascii") as f:
-            f.write(str(max(1, size // 1024)))
+            f.write(str(kib))
     except OSError as exc:
-        log.info("read-ahead: cannot set %s (%s); the kernel's default stays", path,
-                 exc.strerror or exc)
-        return
-    log.debug("read-ahead: %d KiB on %s", max(1, size // 1024), mountpoint)
+        denied = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+        log.log(logging.DEBUG if denied and os.geteuid() != 0 else logging.INFO,
+                "read-ahead: cannot set %s (%s); the kernel's default stays", path,
+                exc.strerror or exc)
+        return False
+    log.debug("read-ahead: %d KiB on %s", kib, mountpoint)
+    return True

@@ -96,7 +96,7 @@ def logs_to_terminal() -> bool:
 
 
 async def announce(mountpoint: Path, notifier: Notifier, summary: Callable[[], str],
-                   on_answered: Callable[[], None] = lambda: None) -> None:
+                   on_answered: Callable[[], object] = lambda: None) -> None:
     """Say the mount is ready once its tree answers; then keep systemd's STATUS current.
 
     `on_answered` runs before that, once the kernel has had FUSE_INIT's reply (the
@@ -114,7 +114,10 @@ async def announce(mountpoint: Path, notifier: Notifier, summary: Callable[[], s
     if probe.returncode != 0:
         said = probe.stderr.decode(errors="replace").strip().splitlines()
         log.warning("listing %s once mounted failed: %s", mountpoint, said[-1] if said else "?")
-    on_answered()
+    try:
+        on_answered()
+    except Exception as exc:  # a best-effort tweak never keeps the mount from being ready
+        log.warning("after the first listing: %r", exc)
 
     def line() -> str:
         try:

@@ -130,7 +130,8 @@ class Vfs:
         self._listings.check_exists(kind, key, ino)
         if kind == "calls":
             node = self._days.node(date(*key), CALLS_JSON)
-            assert node is not None
+            if node is None:  # never: every day lists one
+                raise NotFound(f"no calls.json in inode {ino}")
             return node
         return self._listings.dir_node(key)
 
