@@ -162,10 +162,18 @@ def test_short_lived_tokens_refresh_one_at_a_time(tmp_path: Path) -> None:
             run_emulator(*CALLS, "--rate-limits", LIMITS, "--faults", "token_ttl=3s") as emu, \
             three_mounts(emu, tmp_path, redis) as mounts:
         r = shared_check(emu, mounts, tmp_path)
-        st = [m.status() for m in mounts]
-        refreshes = sum(s["auth"]["refreshes"] for s in st)
+        # The mounts go on refreshing (every ~2.4 s), and status shows the session as of
+        # the last heartbeat, the mounts' own counts live: the two agree once a
+        # heartbeat has followed the last refresh, and must then.
+        deadline = time.monotonic() + 15
+        while True:
+            st = [m.status() for m in mounts]
+            session = st[0]["redis"]["session"]
+            refreshes = sum(s["auth"]["refreshes"] for s in st)
+            if session["refreshes"] == refreshes or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         logins = sum(s["auth"]["logins"] for s in st)
-        session = st[0]["redis"]["session"]
         print("token_ttl=3s:", json.dumps({"refreshes": refreshes, "logins": logins,
                                            "401": r["status_401"]}))
         assert r["throttled"] == 0, r

@@ -19,6 +19,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -184,8 +185,12 @@ async def test_the_player_in_headless_chromium(tmp_path: Path) -> None:
         pytest.skip(reason)
 
     async def long_call(admin: httpx.AsyncClient) -> None:
-        r = await admin.post("/__emulator/calls",
-                             json={"count": 1, "duration": LONG_CALL_S, "recorded": True})
+        # Yesterday at noon (UTC, the stack's zone), a day full of the seeded calls:
+        # "now" just after midnight would be a day with no other recording.
+        noon = (datetime.now(UTC) - timedelta(days=1)).replace(hour=12, minute=0, second=0)
+        r = await admin.post("/__emulator/calls", json={
+            "count": 1, "duration": LONG_CALL_S, "recorded": True,
+            "startTime": noon.strftime("%Y-%m-%dT%H:%M:%S.000Z")})
         assert r.status_code == 200, r.text
 
     with trio.fail_after(LIMIT):
