@@ -104,7 +104,7 @@ def set_read_ahead(mountpoint: str, size: int, *, bdi_root: str = BDI,
                  mountpoint)
         return False
     path = os.path.join(bdi_root, entry.dev, "read_ahead_kb")
-    kib = max(4, -(-size // 4096) * 4)  # whole pages: the kernel keeps it in pages
+    kib = -(-size // 4096) * 4  # whole pages (at least one): the kernel keeps it in pages
     try:
         with open(path, "w", encoding="ascii") as f:
             f.write(str(kib))
