@@ -88,17 +88,27 @@ class _Adopt:
 
 
 class _AdoptingDisk(diskcache.Disk):
-    """diskcache's Disk, plus storing an `_Adopt` value by renaming its file."""
+    """diskcache's Disk, plus storing an `_Adopt` value by renaming its file.
+
+    An adopted file goes to `<xx>/<hex>.val`: one level of 256 directories,
+    not diskcache's two levels of 65,536, where nearly every one of the first
+    hundred thousand files made a directory of its own (an inode, and a
+    directory fsync, per commit). Rows keep their relative paths, so files
+    stored under the old layout are found where they are."""
 
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[Any, ...]:
         if not isinstance(value, _Adopt):
             return super().store(value, read, key=key)
-        filename, full_path = self.filename(key, value)
+        hex_name = os.urandom(16).hex()
+        filename = os.path.join(hex_name[:2], hex_name[2:] + ".val")
+        full_path = os.path.join(self._directory, filename)
         full_dir = os.path.dirname(full_path)
-        parent = os.path.dirname(full_dir)
-        for directory in (parent, full_dir):  # makedirs' mode only applies to the leaf
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(directory, 0o700)
+        try:
+            os.mkdir(full_dir, 0o700)
+        except FileExistsError:
+            pass
+        else:
+            fsync_dir(self._directory)  # the new directory's own entry
         os.rename(value.path, full_path)
         fsync_dir(full_dir)
         return value.size, MODE_BINARY, filename, None
@@ -171,6 +181,7 @@ class Store:
         if min_free is None:
             min_free = 0.05
         self.min_free = self._disk_share(min_free) if isinstance(min_free, float) else min_free
+        self.make_spares()
 
     def _open_cache(self) -> diskcache.Cache:
         return diskcache.Cache(
@@ -207,6 +218,17 @@ class Store:
     def partial_path(self, recording_id: str) -> str:
         """A fresh path: a failed download's cleanup never meets its successor."""
         return self._session.partial_path(recording_id)
+
+    def take_spare(self, path: str) -> int | None:
+        """A spare partial file renamed to `path` (trio thread; layout.py, "Spare files")."""
+        return self._session.take_spare(path)
+
+    def make_spares(self) -> None:
+        """Top up the spare partial files; a failure only means downloads create their own."""
+        try:
+            self._session.make_spares()
+        except OSError as exc:
+            log.debug("cannot make spare partial files: %s", exc)
 
     def create_partial(self, path: str) -> int:
         try:
@@ -265,6 +287,7 @@ class Store:
         result.evicted = self._evict_to_limit()
         self.seals.drop(result.evicted)
         result.volume = self.cache.volume()
+        self.make_spares()  # for the next downloads, while this thread is here anyway
         return result
 
     def _commit_permanent(self, item: ToCommit) -> str:

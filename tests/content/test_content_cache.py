@@ -13,7 +13,7 @@ import trio
 
 from rcfs.api import Priority
 from rcfs.content import ContentRef, download
-from rcfs.content.layout import LOCK_NAME, PARTIAL_SUBDIR
+from rcfs.content.layout import LOCK_NAME, PARTIAL_SUBDIR, SPARE_SUFFIX, SPARES
 from rcfs.errors import CacheFull, TemporaryFailure
 
 from .content_fakes import FakeSource, Plan, payload, read_all, running
@@ -105,6 +105,37 @@ async def test_stale_partials_of_a_crashed_manager_are_removed(tmp_path: Path) -
                 assert len(list(live.iterdir())) == 2
                 assert other.is_cached("9")
             assert manager.is_cached("9")
+
+
+async def test_downloads_take_spare_files_and_commits_make_more(tmp_path: Path) -> None:
+    source = FakeSource()
+    refs = [recording(source, str(n)) for n in range(20, 20 + SPARES + 2)]
+    with trio.fail_after(5):
+        async with running(tmp_path, source) as (manager, _):
+            session = manager._store.session_dir
+            spares = sorted(session.glob("*" + SPARE_SUFFIX))
+            assert len(spares) == SPARES and all(p.stat().st_size == 0 for p in spares)
+            assert stat.S_IMODE(spares[0].stat().st_mode) == 0o600
+            taken = spares[0]
+            await manager.prefetch(refs[0])
+            assert not taken.exists()  # renamed to the download's partial file, then committed
+            assert len(list(session.glob("*" + SPARE_SUFFIX))) == SPARES  # the commit made one more
+            assert part_files(tmp_path) == []
+            # More downloads at once than there are spares: the rest create their own files.
+            async with trio.open_nursery() as nursery:
+                for ref in refs[1:]:
+                    nursery.start_soon(manager.prefetch, ref)
+            for ref in refs:
+                assert manager.is_cached(ref.recording_id)
+                data = source.plans[ref.content_uri].data
+                assert (await manager.open(ref)).complete
+                assert await read_all(manager, ref.recording_id, len(data)) == data
+                manager.release(ref.recording_id)
+            # Adopted files sit one directory level down: cache/<xx>/<hex>.val.
+            vals = list((tmp_path / "cache").rglob("*.val"))
+            assert len(vals) == len(refs)
+            assert {len(v.relative_to(tmp_path / "cache").parts) for v in vals} == {2}
+        assert not session.exists()  # closing removed the spares with the session
 
 
 async def test_truncated_cache_file_is_dropped_not_served(tmp_path: Path) -> None:
@@ -199,7 +230,7 @@ async def test_cache_directories_are_private(tmp_path: Path) -> None:
         async with running(cache_dir, source) as (manager, _):
             await manager.prefetch(ref)
             dirs = [cache_dir, *(p for p in cache_dir.rglob("*") if p.is_dir())]
-            assert len(dirs) >= 5  # root, cache, cache/xx, cache/xx/yy, partial, session
+            assert len(dirs) >= 5  # root, cache, cache/xx, partial, session
             for d in dirs:
                 assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
             for f in cache_dir.rglob("*.val"):
