@@ -32,11 +32,13 @@ log = logging.getLogger(__name__)
 
 class LearnedSizes:
     """Sizes learned for recordings of `index`; `show` puts a recording whose
-    learned size changed in the tree's caches."""
+    learned size changed in the tree's caches, `cached` is a recording as the tree
+    holds it in memory (the index's, overlaid with what is learned here), or None."""
 
-    def __init__(self, index: Index, tz: ZoneInfo,
-                 show: Callable[[IndexedRecording], None]) -> None:
+    def __init__(self, index: Index, tz: ZoneInfo, show: Callable[[IndexedRecording], None],
+                 cached: Callable[[str], IndexedRecording | None] = lambda _: None) -> None:
         self._index = index
+        self._cached = cached
         self._tz = tz
         self._show = show
         # Learned sizes not yet in the index: recording id -> (size, content type, digest).
@@ -75,7 +77,11 @@ class LearnedSizes:
         final: bool = True, digest: str | None = None,
     ) -> None:
         """`Vfs.set_exact_size`: show the size at once; persist a final one."""
-        found = self._index.get_recording(recording_id)  # a read: never waits for a writer
+        found = None
+        if recording_id not in self._pending and recording_id not in self._provisional:
+            found = self._cached(recording_id)  # nothing overlays it: the index's own
+        if found is None:
+            found = self._index.get_recording(recording_id)  # a read: never waits for a writer
         if found is None:
             return
         old = self._pending.get(recording_id)

@@ -82,11 +82,13 @@ class Vfs:
         self._clock_ns = clock_ns
         self._listings = Listings(index, tz, self._attrs, keep_deleted=keep_deleted,
                                   expected_span=expected_span)
-        self._sizes = LearnedSizes(index, tz, show=self._show)
+        self._sizes = LearnedSizes(index, tz, show=self._show, cached=self._opened)
         # Inode -> (start_ms, recording, node); start_ms finds a day's entries in
         # `invalidate`. ~1.5 KiB an entry: 8,192 entries are 12 MiB.
         self._recs: LRUCache[int, tuple[int, IndexedRecording, Node]] = LRUCache(
             maxsize=recording_cache_size)
+        # Recording id -> inode, of recordings `recording` gave out (opens): `_opened`.
+        self._ino_of: LRUCache[str, int] = LRUCache(maxsize=recording_cache_size)
         self._days = Days(index, tz, self._attrs, listings=self._listings, sizes=self._sizes,
                           recordings=self._recs, keep_deleted=keep_deleted,
                           entries=day_cache_entries, calls_bytes=calls_cache_bytes)
@@ -226,7 +228,19 @@ class Vfs:
         """The indexed recording behind a file inode (content URI, size, exactness)."""
         if ino <= RECORDING_BASE:
             raise NotFound(f"inode {ino} is not a recording")
-        return self._recording(ino)[1]
+        ir = self._recording(ino)[1]
+        self._ino_of[ir.recording_id] = ino
+        return ir
+
+    def _opened(self, recording_id: str) -> IndexedRecording | None:
+        """The recording as the tree holds it, if `recording` gave it out lately (an
+        open, whose download then reports the size): spares `LearnedSizes` an index
+        read, ~0.2 ms of every uncached open's time to first byte."""
+        ino = self._ino_of.get(recording_id)
+        cached = None if ino is None else self._recs.get(ino)
+        if cached is None or cached[1].recording_id != recording_id:
+            return None
+        return cached[1]
 
     def recording_ino(self, ir: IndexedRecording) -> int:
         return RECORDING_BASE + ir.rowid
@@ -303,6 +317,7 @@ class Vfs:
         self._days.clear()
         self._listings.clear()
         self._recs.clear()
+        self._ino_of.clear()
 
     # -- recordings and generated nodes --------------------------------------
 

@@ -35,6 +35,10 @@ class CountingIndex(Index):
         super().__init__(path)
         self.queries: Counter[str] = Counter()
 
+    def get_recording(self, recording_id: str) -> IndexedRecording | None:
+        self.queries["get_recording"] += 1
+        return super().get_recording(recording_id)
+
     def recording_by_rowid(self, rowid: int) -> IndexedRecording | None:
         self.queries["recording_by_rowid"] += 1
         return super().recording_by_rowid(rowid)
@@ -275,6 +279,29 @@ def test_set_exact_size_replaces_the_cached_recording(idx: CountingIndex) -> Non
     # Without `run`, the index is written inline.
     ir = idx.get_recording("R1")
     assert ir is not None and ir.exact_size == 777
+
+
+def test_size_of_an_opened_recording_is_learned_without_an_index_read(idx: CountingIndex) -> None:
+    vfs = make_vfs(idx)
+    ino = walk(vfs, R1).ino
+    size = vfs.getattr(ino).size
+    vfs.recording(ino)  # what an open looks up
+    vfs.set_exact_size("R1", 777, "audio/mpeg", final=False)  # the download's headers
+    assert idx.queries["get_recording"] == 0
+    assert vfs.getattr(ino).size == 777 and vfs.size_provisional("R1")
+    # A provisional size is overlaid: what follows reads the index, as before.
+    assert vfs.size_unconfirmed("R1") == ino
+    assert vfs.getattr(ino).size == size and idx.queries["get_recording"] == 1
+    vfs.set_exact_size("R1", 778, final=False)
+    vfs.set_exact_size("R1", 778, "audio/mpeg", final=True)
+    assert idx.queries["get_recording"] == 2 and vfs.getattr(ino).size == 778
+    # A recording no open looked up is read from the index.
+    vfs.set_exact_size("R3", 333, final=False)
+    assert idx.queries["get_recording"] == 3
+    # Forgotten with the tree's caches.
+    vfs.invalidate_all()
+    vfs.set_exact_size("R2", 555, final=False)
+    assert idx.queries["get_recording"] == 4
 
 
 # -- write-behind of learned sizes ------------------------------------------------
