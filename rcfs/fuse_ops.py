@@ -37,6 +37,7 @@ from rcfs.errors import (
     RcfsError,
     TemporaryFailure,
 )
+from rcfs.fuse_readonly import ReadOnlyOperations
 from rcfs.previews import PreviewGuard, boot_ticks, running_since, thread_group
 from rcfs.status import ErrorLog
 from rcfs.vfs import Node, Vfs
@@ -202,7 +203,7 @@ class _OpenFile:
     opener: tuple[int, int] | None = None
 
 
-class Operations(pyfuse3.Operations):
+class Operations(ReadOnlyOperations):
     """pyfuse3 handlers over a `Vfs` (the tree) and a `ContentManager` (the bytes)."""
 
     enable_writeback_cache = False
@@ -440,73 +441,3 @@ class Operations(pyfuse3.Operations):
         s.f_bsize = s.f_frsize = 4096
         s.f_namemax = 255
         return s
-
-    # -- everything that would write --------------------------------------
-    # The mount is `ro`, so the kernel refuses most of these itself; answer
-    # EROFS anyway for anything that gets through.
-
-    async def setattr(
-        self, inode: pyfuse3.InodeT, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
-        fh: pyfuse3.FileHandleT | None, ctx: pyfuse3.RequestContext,
-    ) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    async def setxattr(
-        self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, value: bytes, ctx: pyfuse3.RequestContext
-    ) -> None:
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    async def removexattr(
-        self, inode: pyfuse3.InodeT, name: pyfuse3.XAttrNameT, ctx: pyfuse3.RequestContext
-    ) -> None:
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    async def mknod(
-        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: pyfuse3.ModeT, rdev: int,
-        ctx: pyfuse3.RequestContext,
-    ) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    async def mkdir(
-        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: pyfuse3.ModeT,
-        ctx: pyfuse3.RequestContext,
-    ) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    async def unlink(
-        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
-    ) -> None:
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    async def rmdir(
-        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, ctx: pyfuse3.RequestContext
-    ) -> None:
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    async def symlink(
-        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, target: pyfuse3.FileNameT,
-        ctx: pyfuse3.RequestContext,
-    ) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    async def rename(
-        self, parent_inode_old: pyfuse3.InodeT, name_old: pyfuse3.FileNameT,
-        parent_inode_new: pyfuse3.InodeT, name_new: pyfuse3.FileNameT, flags: pyfuse3.FlagT,
-        ctx: pyfuse3.RequestContext,
-    ) -> None:
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    async def link(
-        self, inode: pyfuse3.InodeT, new_parent_inode: pyfuse3.InodeT, new_name: pyfuse3.FileNameT,
-        ctx: pyfuse3.RequestContext,
-    ) -> pyfuse3.EntryAttributes:
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    async def create(
-        self, parent_inode: pyfuse3.InodeT, name: pyfuse3.FileNameT, mode: pyfuse3.ModeT,
-        flags: pyfuse3.FlagT, ctx: pyfuse3.RequestContext,
-    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    async def write(self, fh: pyfuse3.FileHandleT, off: int, buf: bytes) -> int:
-        raise pyfuse3.FUSEError(errno.EROFS)

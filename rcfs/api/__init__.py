@@ -12,7 +12,8 @@ from __future__ import annotations
 from rcfs.api.auth import default_token_path
 from rcfs.api.client import RingCentralClient, SyncResult
 from rcfs.api.groups import DEFAULT_BUDGETS, OPERATION_GROUPS, Budget
-from rcfs.api.ratelimit import Priority, PriorityLike, RateLimiter, Urgency
+from rcfs.api.priority import Priority, PriorityLike, Urgency
+from rcfs.api.ratelimit import RateLimiter
 from rcfs.api.responses import ContentResponse
 from rcfs.api.retry import RetryPolicy, retrying
 

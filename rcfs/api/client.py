@@ -30,7 +30,8 @@ import trio
 from rcfs.api.auth import Authenticator, TokenStore, default_token_path, fingerprint
 from rcfs.api.groups import Budget
 from rcfs.api.hosts import Hosts
-from rcfs.api.ratelimit import Priority, PriorityLike, RateLimiter, Ticket
+from rcfs.api.priority import Priority, PriorityLike
+from rcfs.api.ratelimit import RateLimiter, Ticket
 from rcfs.api.responses import ContentResponse, error_for, parse_json_object
 from rcfs.api.retry import RetryPolicy, retrying
 from rcfs.api.wire import is_loopback_host, strip_secret_params, transport_reason

@@ -40,14 +40,13 @@ Time is `trio.current_time()`, so tests run under `autojump_clock`.
 from __future__ import annotations
 
 import bisect
-import enum
 import logging
 import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -61,54 +60,15 @@ from rcfs.api.groups import (
     display_name,
     group_key,
 )
+from rcfs.api.priority import Priority, PriorityLike, Urgency, Waiter
 
 log = logging.getLogger(__name__)
-
-
-class Priority(enum.IntEnum):
-    INTERACTIVE = 0  # a reader or a listing waits for it
-    BACKGROUND = 1  # polling, index backfill, prefetch
-    BULK = 2  # the archive's downloads
 
 
 # While BACKGROUND and BULK requests both wait, one admission in this many goes to BULK.
 BULK_SHARE_EVERY = 4
 # A reader's request that must wait this long for its slot is logged (once) and counted.
 WAIT_NOTICE = 1.0
-
-
-@dataclass(eq=False)
-class _Waiter:
-    priority: Priority
-    event: trio.Event = field(default_factory=trio.Event)
-    op: str = ""
-    since: float = 0.0  # trio time it queued at
-
-
-class Urgency:
-    """A request's priority that may rise while it waits for admission.
-
-    Shared by whoever may raise it: a download started by the archive (BULK)
-    that a reader then joins is raised to INTERACTIVE, and its request, if it
-    is still queued in a limiter, moves to that queue at once.
-    """
-
-    def __init__(self, priority: Priority | int) -> None:
-        self.priority = Priority(priority)
-        self._waiting: list[tuple[GroupLimiter, _Waiter]] = []
-
-    def __repr__(self) -> str:
-        return f"<Urgency {self.priority.name}>"
-
-    def raise_to(self, priority: Priority | int) -> None:
-        if priority >= self.priority:
-            return
-        self.priority = Priority(priority)
-        for group, waiter in list(self._waiting):
-            group._requeue(waiter, self.priority)
-
-
-PriorityLike = Priority | Urgency
 
 
 @dataclass(eq=False)
@@ -154,7 +114,7 @@ class GroupLimiter:
         self._probed = False
         self._log: list[float] = []  # send times, ascending
         self._latencies: deque[float] = deque(maxlen=self.LATENCY_SAMPLES)
-        self._queues: dict[Priority, deque[_Waiter]] = {p: deque() for p in Priority}
+        self._queues: dict[Priority, deque[Waiter]] = {p: deque() for p in Priority}
         self._since_bulk = 0  # BACKGROUND admissions since the last BULK one, while BULK waits
 
     def __repr__(self) -> str:
@@ -195,7 +155,7 @@ class GroupLimiter:
             t = max(t, self._log[-limit] + self.window + self.margin())
         return t
 
-    def _head(self) -> _Waiter | None:
+    def _head(self) -> Waiter | None:
         interactive, background, bulk = (self._queues[p] for p in Priority)
         if interactive:
             return interactive[0]
@@ -211,7 +171,7 @@ class GroupLimiter:
         if head is not None:
             head.event.set()
 
-    def _requeue(self, waiter: _Waiter, priority: Priority) -> None:
+    def _requeue(self, waiter: Waiter, priority: Priority) -> None:
         """Move a waiting request to a higher priority's queue (an `Urgency` rose)."""
         old = self._queues[waiter.priority]
         if waiter not in old:
@@ -222,11 +182,11 @@ class GroupLimiter:
         waiter.event.set()  # let it re-check whether it heads the queue now
         self._wake_head()
 
-    def _enqueue(self, priority: PriorityLike, op: str) -> tuple[_Waiter, Urgency | None, float]:
+    def _enqueue(self, priority: PriorityLike, op: str) -> tuple[Waiter, Urgency | None, float]:
         """A new waiter at the end of its priority's queue (and known to its Urgency)."""
         urgency = priority if isinstance(priority, Urgency) else None
         queued_at = trio.current_time()
-        waiter = _Waiter(priority.priority if isinstance(priority, Urgency) else Priority(priority),
+        waiter = Waiter(priority.priority if isinstance(priority, Urgency) else Priority(priority),
                          op=op, since=queued_at)
         self._queues[waiter.priority].append(waiter)
         if urgency is not None:
@@ -264,7 +224,7 @@ class GroupLimiter:
             if urgency is not None:
                 urgency._waiting.remove((self, waiter))
 
-    def _admit(self, waiter: _Waiter, now: float, queued_at: float) -> None:
+    def _admit(self, waiter: Waiter, now: float, queued_at: float) -> None:
         """The head waiter gets its slot now (no checkpoint: admission is atomic)."""
         self._queues[waiter.priority].remove(waiter)
         self._count_admission(waiter.priority)
@@ -276,7 +236,7 @@ class GroupLimiter:
             self.waited += now - queued_at
         self._wake_head()
 
-    def _withdraw(self, waiter: _Waiter) -> None:
+    def _withdraw(self, waiter: Waiter) -> None:
         """A waiter that gives up (cancelled, or its request failed) leaves its queue."""
         q = self._queues[waiter.priority]
         if waiter in q:

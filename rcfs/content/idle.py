@@ -1,9 +1,9 @@
 """Descriptors of released, complete cache files, kept open for the next open.
 
-Owns `IdleFds`, the content manager's LRU of parked descriptors (see the
-manager's essay, "Idle descriptors"): after the last release of a complete
-file its descriptor waits here, so opening it again (`cat` after `file`, a
-player's re-open, a warm re-read) never leaves the trio thread. An entry
+Owns `IdleFds`, the content manager's LRU of parked descriptors (the
+manager's essay, "Idle descriptors and reads"): after the last release of a
+complete file its descriptor waits here, so opening it again (`cat` after
+`file`, a player's re-open, a warm re-read) never leaves the trio thread. An entry
 leaves, closed, when the LRU overflows and when the manager's book
 (bookkeeping.py) drops it (the recording evicted, archived or pruned, so an
 evicted file's blocks are freed). Everything here is inline on the trio

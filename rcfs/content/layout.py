@@ -14,12 +14,14 @@ Layout under `cache_dir` (every directory 0700)::
                             taken out of service and kept for inspection
 
 Owns the names above, the private (0700) and durable (fsynced) directory
-helpers, a manager's session directory in `partial/` (`Session`) and the
-removal of stale ones, its spare files, and the files of `archive/` (`ArchiveDir`): how a
+helpers, a manager's session directory in `partial/` (`Session`), its spare
+files and the removal of stale sessions, where diskcache puts a file it
+adopts (`AdoptingDisk`), and the files of `archive/` (`ArchiveDir`): how a
 recording id names its file there, the list of what is archived, and the
 atomic, durable link (or copy) that moves a file in. `store.py` composes
 them with diskcache and owns when each is done (its essay). Everything here
-is synchronous and may block on the disk: worker threads only.
+is synchronous and may block on the disk: worker threads only, but for
+`Session.take_spare`, one rename, on the trio thread.
 
 Sessions. A session's `.lock` is flocked for as long as its manager runs, so
 another mount of the same account keeps its partial files; a session
@@ -48,7 +50,12 @@ import os
 import re
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import diskcache
+from diskcache.core import MODE_BINARY, UNKNOWN
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,41 @@ def private_dir(path: Path) -> Path:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.chmod(0o700)
     return path
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """A diskcache value: a complete, fsynced file to move into the cache."""
+
+    path: str
+    size: int
+
+
+class AdoptingDisk(diskcache.Disk):
+    """diskcache's Disk, plus storing an `Adopt` value by renaming its file.
+
+    An adopted file goes to `<xx>/<hex>.val`: one level of 256 directories,
+    not diskcache's two levels of 65,536, where nearly every one of the first
+    hundred thousand files made a directory of its own (an inode, and a
+    directory fsync, per commit). Rows keep their relative paths, so files
+    stored under the old layout are found where they are."""
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[Any, ...]:
+        if not isinstance(value, Adopt):
+            return super().store(value, read, key=key)
+        hex_name = os.urandom(16).hex()
+        filename = os.path.join(hex_name[:2], hex_name[2:] + ".val")
+        full_path = os.path.join(self._directory, filename)
+        full_dir = os.path.dirname(full_path)
+        try:
+            os.mkdir(full_dir, 0o700)
+        except FileExistsError:
+            pass
+        else:
+            fsync_dir(self._directory)  # the new directory's own entry
+        os.rename(value.path, full_path)
+        fsync_dir(full_dir)
+        return value.size, MODE_BINARY, filename, None
 
 
 class Session:

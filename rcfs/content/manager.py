@@ -51,21 +51,13 @@ finish while a commit runs share the next one, and the key set (`is_cached`)
 and the volume are kept from what commits report, not scanned (group commit:
 bookkeeping.py).
 
-Idle descriptors. After the last release of a complete file its descriptor
-is parked in an LRU (`_idle`, `idle.py`), so opening it again
-(`cat` after `file`, a player's re-open, a warm re-read) never leaves the trio
-thread: no lookup, no thread hop. An entry leaves it, closed, when the LRU
-overflows, when the recording is evicted from the cache, archived or pruned,
-so `is_cached` stays true and an evicted file's blocks are freed. Recency for
-LRU eviction is recorded per open and written in batches (bookkeeping.py's
-"Recency"); a lookup no longer writes diskcache on every open.
-
-Reads. A complete file, and the bytes of a growing one that just arrived,
-are served by `os.pread` inline on the trio thread, by measurement
-(`Handle.read`, handle.py's essay: one `Handle` per open recording).
-Everything else that touches the disk (diskcache, file creation, fsync,
-truncation, unlink) goes through `trio.to_thread.run_sync`. Appending a
-chunk is inline too, by measurement (see `Download._append`).
+Idle descriptors and reads. The descriptor of a released complete file is
+parked (`idle.py`), so opening it again never leaves the trio thread; recency
+for LRU eviction is written in batches (bookkeeping.py's "Recency"). Reads
+are `os.pread` inline on the trio thread, by measurement (handle.py's
+"Reads"), and so are appending a chunk (`Download._append`) and taking a
+spare partial file (layout.py's "Spare files"); everything else that touches
+the disk (diskcache, fsync, truncation, unlink) goes through a worker thread.
 
 Archive. A recording deleted upstream is moved out of the LRU-evicted
 cache by `archive` (see `store.py`) and served from there; `prune_archive`

@@ -11,7 +11,7 @@ is served, unless the file still matches the seal (seals.py) that `commit`
 or an earlier good check left.
 
 A download is written to a `.part` file, verified, fsynced and then *moved*
-into diskcache by `_AdoptingDisk.store` (a rename, not a copy: no second copy
+into diskcache by `AdoptingDisk.store` (a rename, not a copy: no second copy
 of a large file, no doubled disk use, and readers holding the partial file's
 descriptor keep reading the same inode, which is now the cache file). The row
 that makes it visible is committed only after the rename, so after a crash an
@@ -56,10 +56,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import diskcache
-from diskcache.core import MODE_BINARY, UNKNOWN
 
 from .integrity import fd_digest
 from .layout import (
@@ -68,50 +66,16 @@ from .layout import (
     DAMAGED_SUBDIR,
     PARTIAL_FLAGS,
     PARTIAL_SUBDIR,
+    Adopt,
+    AdoptingDisk,
     ArchiveDir,
     Session,
-    fsync_dir,
     private_dir,
     remove_stale_sessions,
 )
 from .seals import Seals
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Adopt:
-    """A diskcache value: a complete, fsynced file to move into the cache."""
-
-    path: str
-    size: int
-
-
-class _AdoptingDisk(diskcache.Disk):
-    """diskcache's Disk, plus storing an `_Adopt` value by renaming its file.
-
-    An adopted file goes to `<xx>/<hex>.val`: one level of 256 directories,
-    not diskcache's two levels of 65,536, where nearly every one of the first
-    hundred thousand files made a directory of its own (an inode, and a
-    directory fsync, per commit). Rows keep their relative paths, so files
-    stored under the old layout are found where they are."""
-
-    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[Any, ...]:
-        if not isinstance(value, _Adopt):
-            return super().store(value, read, key=key)
-        hex_name = os.urandom(16).hex()
-        filename = os.path.join(hex_name[:2], hex_name[2:] + ".val")
-        full_path = os.path.join(self._directory, filename)
-        full_dir = os.path.dirname(full_path)
-        try:
-            os.mkdir(full_dir, 0o700)
-        except FileExistsError:
-            pass
-        else:
-            fsync_dir(self._directory)  # the new directory's own entry
-        os.rename(value.path, full_path)
-        fsync_dir(full_dir)
-        return value.size, MODE_BINARY, filename, None
 
 
 @dataclass(frozen=True)
@@ -188,7 +152,7 @@ class Store:
             str(private_dir(self.cache_dir / CACHE_SUBDIR)),
             size_limit=self.size_limit,
             eviction_policy="least-recently-used",
-            disk=_AdoptingDisk,
+            disk=AdoptingDisk,
             cull_limit=0,  # see _evict_to_limit
         )
 
@@ -304,7 +268,7 @@ class Store:
         if st.st_size != item.size:  # the caller verified; this guards the guard
             raise ValueError(f"partial file has {st.st_size} bytes, expected {item.size}")
         os.fsync(item.fd)  # data durable before the row that points at it
-        self.cache.set(item.recording_id, _Adopt(item.path, item.size), tag=item.size, retry=True)
+        self.cache.set(item.recording_id, Adopt(item.path, item.size), tag=item.size, retry=True)
         row = self.cache._sql("SELECT filename FROM Cache WHERE key = ? AND raw = 1",
                               (item.recording_id,)).fetchone()
         return os.path.join(self.cache.directory, row[0]) if row and row[0] else None

@@ -8,7 +8,8 @@ import pytest
 import trio
 
 from rcfs.api.groups import Budget
-from rcfs.api.ratelimit import BULK_SHARE_EVERY, GroupLimiter, Priority, RateLimiter, Urgency
+from rcfs.api.priority import Priority, Urgency
+from rcfs.api.ratelimit import BULK_SHARE_EVERY, GroupLimiter, RateLimiter
 
 
 def _max_in_window(times: list[float], window: float) -> int:

@@ -50,14 +50,8 @@ from typing import Any
 import trio
 
 from rcfs.api.groups import Budget, group_key
-from rcfs.api.ratelimit import (
-    WAIT_NOTICE,
-    GroupLimiter,
-    Priority,
-    PriorityLike,
-    Ticket,
-    _Waiter,
-)
+from rcfs.api.priority import Priority, PriorityLike, Waiter
+from rcfs.api.ratelimit import WAIT_NOTICE, GroupLimiter, Ticket
 from rcfs.api.shared.link import RedisDown, RedisLink
 
 log = logging.getLogger(__name__)
@@ -163,7 +157,7 @@ class SharedGroupLimiter(GroupLimiter):
 
     # -- admission ----------------------------------------------------------------------
 
-    async def _ask(self, waiter: _Waiter, member: str) -> Verdict:
+    async def _ask(self, waiter: Waiter, member: str) -> Verdict:
         res = await self._link.run_script("rl_acquire", self._keys, [
             self.limit, f"{self.window:g}", f"{self.margin():.4f}", int(waiter.priority), member,
             IWAIT_HOLD, self._carry, PROBE_TTL])
