@@ -137,8 +137,9 @@ class Vfs:
             return node
         return self._listings.dir_node(key)
 
-    def readdir(self, ino: int) -> list[tuple[str, Node]]:
-        """A sorted snapshot of the directory (`.rcfs` is never listed)."""
+    def readdir(self, ino: int, *, calls: bool = True) -> list[tuple[str, Node]]:
+        """A sorted snapshot of the directory (`.rcfs` is never listed). Without
+        `calls`, a day's `calls.json` is left out, and not built for the listing."""
         kind, key = decode(ino)
         lists = self._listings
         if kind == "ctl":
@@ -151,8 +152,9 @@ class Vfs:
         if kind == "month":
             return [(f"{d:02d}", lists.dir_node((*key, d))) for d in lists.day_list(*key)]
         if kind == "day":
-            listing = self._days.listing(date(*key))
-            return [(name, listing.nodes[name]) for name in listing.names]
+            listing = self._days.listing(date(*key), calls=calls)
+            return [(name, listing.nodes[name]) for name in listing.names
+                    if calls or name != CALLS_JSON]
         raise NotFound(f"inode {ino} is not a directory")
 
     def parent(self, ino: int) -> int:

@@ -275,9 +275,7 @@ class WebApp:
                     note = f"This day could not be indexed just now ({exc}); showing what is known."
         rows = []
         day_path = f"{day.year:04d}/{day.month:02d}/{day.day:02d}"
-        for name, node in self.vfs.readdir(ino):  # NotFound: no recordings that day
-            if node.recording_id is None:
-                continue  # calls.json
+        for name, node in self.vfs.readdir(ino, calls=False):  # NotFound: no recordings that day
             rows.append(self._view(self.vfs.recording(node.ino), (day_path, name)))
         span = self.vfs.day_range(ino)
         assert span is not None

@@ -129,6 +129,13 @@ def test_calls_json_is_built_only_when_asked_for(idx: CountingIndex) -> None:
     walk(other, R1)
     assert len(other.read_small(CALLS23)) == other.getattr(CALLS23).size  # built on open
     assert idx.queries["records_between"] == 3
+    # The web player's day page lists the recordings alone.
+    web = make_vfs(idx)
+    names = [name for name, _ in web.readdir(DAY23, calls=False)]
+    assert names == [name for name in sorted(names) if name != "calls.json"]
+    assert len(names) == 3 and idx.queries["records_between"] == 3  # R1, R2 and its leg R2b
+    assert "calls.json" in [name for name, _ in web.readdir(DAY23)]
+    assert idx.queries["records_between"] == 4
 
 
 def test_calls_json_changed_before_invalidation_is_served_with_its_size(
