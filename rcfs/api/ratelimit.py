@@ -187,7 +187,7 @@ class GroupLimiter:
         urgency = priority if isinstance(priority, Urgency) else None
         queued_at = trio.current_time()
         waiter = Waiter(priority.priority if isinstance(priority, Urgency) else Priority(priority),
-                         op=op, since=queued_at)
+                        op=op, since=queued_at)
         self._queues[waiter.priority].append(waiter)
         if urgency is not None:
             urgency._waiting.append((self, waiter))

@@ -153,7 +153,7 @@ class Session:
             fd, spare = self._spares.popleft()
             try:
                 os.rename(spare, path)
-            except OSError:  # the directory was removed under the mount: drop them all
+            except OSError:  # its directory was removed under the mount: the next fails too
                 os.close(fd)
                 continue
             return fd
